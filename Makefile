@@ -1,0 +1,46 @@
+# The two commands in README: `make run` (main job on the bundled sample) and `make test`.
+# Only Python 3.11 is needed: uv is bootstrapped into .tools/, the project env lives in .venv/.
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+UV := .tools/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: setup run test test-fast lint bench clean-data help
+
+help:
+	@echo "make run    - set up .venv and run the full pipeline on the bundled sample (offline)"
+	@echo "make test   - set up .venv, lint, and run the whole test suite"
+	@echo "make test-fast - tests without the slow ones"
+	@echo "make bench  - benchmarks (see bench/README.md); results go to bench/RESULTS.md by hand"
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
+
+.venv/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen
+	@touch $@
+
+setup: .venv/.synced
+
+run: setup
+	.venv/bin/perfspec pipeline
+
+lint: setup
+	.venv/bin/ruff check .
+
+test: setup lint
+	.venv/bin/pytest
+
+test-fast: setup
+	.venv/bin/pytest -m "not slow"
+
+bench: setup
+	.venv/bin/python -m bench
+
+clean-data:
+	rm -rf perfspec-data

@@ -1,0 +1,3 @@
+from perfspec.cli import main
+
+main()

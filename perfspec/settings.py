@@ -1,0 +1,189 @@
+"""One typed, frozen settings object for the whole project.
+
+Why one object: every layer (library, Prefect tasks, CLI) reads the same defaults, and users override
+them the same way everywhere: environment variables ``PERFSPEC_<SECTION>__<FIELD>`` (e.g.
+``PERFSPEC_TRAIN__EPOCHS=5``) or CLI flags, which build a copy with ``settings.model_copy(update=...)``.
+Each section belongs to one layer; add fields to your own section only.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PathsSettings(_Section):
+    """The project data dir and its layout (see ARCHITECTURE.md, "Data-dir layout")."""
+
+    data_dir: Path = Path("perfspec-data")
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def clean_dir(self) -> Path:
+        return self.data_dir / "clean"
+
+    @property
+    def actions_dir(self) -> Path:
+        return self.data_dir / "actions"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.data_dir / "mlflow"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.data_dir / "prefect"
+
+
+class CleanSettings(_Section):
+    """Raw audit events -> events.parquet."""
+
+    batch_rows: int = Field(65_536, gt=0, description="rows buffered before a Parquet row group is written")
+    max_line_bytes: int = Field(8 * 1024 * 1024, gt=0, description="longer lines are rejected, not parsed")
+    reject_raw_max_chars: int = Field(4_096, gt=0, description="raw text kept per reject in rejects.jsonl")
+
+
+class ActionsSettings(_Section):
+    """events.parquet -> action tokens. ``paper`` reproduces the seed's events-dataset.txt exactly."""
+
+    preset: Literal["paper", "custom"] = "paper"
+    drop_verbs: tuple[str, ...] = ("get", "list", "watch")
+    drop_resources: tuple[str, ...] = ("events", "leases", "replicationcontrollers")
+    include_subresource: bool = False
+    keep_reads: bool = False
+
+
+class DatasetSettings(_Section):
+    """Action sequence -> windows (W past actions -> next) split chronologically."""
+
+    window: int = Field(10, gt=0)
+    train_fraction: float = Field(0.8, gt=0, lt=1)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    min_count: int = Field(1, ge=1, description="rarer actions map to the unknown token")
+    split: Literal["chronological", "kfold"] = "chronological"
+    folds: int = Field(5, ge=2)
+    fold: int = Field(0, ge=0, description="which contiguous block is the test part with split=kfold")
+    seed: int = 42
+
+
+class TrainSettings(_Section):
+    """LSTM next-action model (Keras 3 on TensorFlow)."""
+
+    embedding_dim: int = Field(64, gt=0)
+    lstm_units: int = Field(128, gt=0)
+    lstm_layers: int = Field(1, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    learning_rate: float = Field(2e-3, gt=0)
+    batch_size: int = Field(128, gt=0)
+    epochs: int = Field(30, gt=0)
+    patience: int = Field(5, ge=1, description="early stopping on validation loss")
+    checkpoint_every: int = Field(1, ge=1, description="checkpoint every N epochs")
+    seed: int = 42
+
+
+class MlflowSettings(_Section):
+    """MLflow tracking and registry. ``tracking_uri=None`` -> MLFLOW_TRACKING_URI, else local SQLite."""
+
+    tracking_uri: str | None = None
+    experiment: str = "perfspec"
+    registered_model: str = "perfspec"
+    champion_alias: str = "champion"
+    promotion_margin: float = Field(0.0, ge=0, description="a challenger must beat champion top-1 by this")
+
+
+class PrefectSettings(_Section):
+    """Orchestration defaults (schedules, retries)."""
+
+    nightly_cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+    task_retries: int = Field(3, ge=0)
+    retry_delay_seconds: float = Field(2.0, ge=0)
+
+
+class CollectSettings(_Section):
+    """Helm campaigns on a test cluster."""
+
+    helm: str = "helm"
+    kubeconfig: Path | None = None
+    install_timeout_seconds: int = Field(45, gt=0)
+    pause_after_install_seconds: float = Field(10.0, ge=0)
+    pause_after_uninstall_seconds: float = Field(6.0, ge=0)
+    install_retries: int = Field(0, ge=0)
+    repetitions: int = Field(1, ge=1)
+    shuffle_seed: int | None = None
+
+
+class ReceiverSettings(_Section):
+    """Audit webhook receiver."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9444, gt=0, lt=65536)
+    max_body_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    rotate_bytes: int = Field(256 * 1024 * 1024, gt=0)
+    token: str | None = Field(None, repr=False)
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with defaults that run offline on one machine."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PERFSPEC_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    paths: PathsSettings = PathsSettings()
+    clean: CleanSettings = CleanSettings()
+    actions: ActionsSettings = ActionsSettings()
+    dataset: DatasetSettings = DatasetSettings()
+    train: TrainSettings = TrainSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    prefect: PrefectSettings = PrefectSettings()
+    collect: CollectSettings = CollectSettings()
+    receiver: ReceiverSettings = ReceiverSettings()
+
+    def with_section(self, section: str, **updates: object) -> Settings:
+        """A copy with some fields of one section replaced (how CLI flags override env/defaults)."""
+        current: BaseModel = getattr(self, section)
+        clean_updates = {k: v for k, v in updates.items() if v is not None}
+        new_section = current.model_validate({**current.model_dump(), **clean_updates})
+        return self.model_copy(update={section: new_section})
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """Explicit setting, else ``MLFLOW_TRACKING_URI``, else a SQLite file under the data dir."""
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        if env_uri := os.environ.get("MLFLOW_TRACKING_URI"):
+            return env_uri
+        db = (self.paths.mlflow_dir / "mlflow.db").resolve()
+        return f"sqlite:///{db}"
+
+    @property
+    def mlflow_artifact_location(self) -> str:
+        """Where a new experiment stores artifacts when the tracking store is the embedded SQLite file."""
+        return (self.paths.mlflow_dir / "artifacts").resolve().as_uri()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings from defaults + environment, read once per process."""
+    return Settings()
