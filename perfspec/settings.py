@@ -117,7 +117,14 @@ class PrefectSettings(_Section):
     nightly_cron: str = "0 2 * * *"
     timezone: str = "UTC"
     task_retries: int = Field(3, ge=0)
-    retry_delay_seconds: float = Field(2.0, ge=0)
+    retry_delay_seconds: float = Field(2.0, ge=0, description="first retry delay; doubles each retry")
+    retry_jitter_factor: float = Field(0.5, ge=0, description="random extra delay, as a fraction of it")
+    task_timeout_seconds: float = Field(3600, gt=0, description="limit for clean/actions/dataset/eval tasks")
+    train_timeout_seconds: float = Field(6 * 3600, gt=0, description="limit for the training task")
+    collect_timeout_seconds: float = Field(6 * 3600, gt=0, description="limit for one collection campaign")
+    sample_epochs: int = Field(4, gt=0, description="epochs when `pipeline` runs on the bundled sample")
+    work_pool: str = "perfspec"
+    startup_timeout_seconds: int = Field(60, gt=0, description="ephemeral Prefect server cold start")
 
 
 class CollectSettings(_Section):

@@ -64,9 +64,10 @@ def test_flows_are_pointed_at_the_servers(compose: dict[str, Any]) -> None:
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
     assert "prefect" in " ".join(services["worker"]["command"]) and "--pool" in services["worker"]["command"]
     # the servers keep their state in Postgres, MLflow artifacts in a named volume
-    assert "postgresql+asyncpg://" in services["prefect-server"]["environment"][
-        "PREFECT_API_DATABASE_CONNECTION_URL"
-    ]
+    assert (
+        "postgresql+asyncpg://"
+        in services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
+    )
     mlflow_cmd = " ".join(services["mlflow"]["command"])
     assert "--backend-store-uri=postgresql://" in mlflow_cmd
     artifacts_volume = services["mlflow"]["volumes"][0].split(":")[0]

@@ -1,0 +1,50 @@
+"""Flow parameters -> Settings, and the bundled sample's location (no Prefect here)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from perfspec.errors import InputError
+from perfspec.settings import Settings, TrainSettings, get_settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_LOG = REPO_ROOT / "sample" / "audit-logs.csv.gz"
+
+# Training settings that may change between a crash and a re-run without starting over (see training.py).
+_RESUMABLE = {"epochs", "patience", "checkpoint_every", "keep_checkpoints"}
+
+
+def flow_settings(data_dir: Path | None = None, epochs: int | None = None) -> Settings:
+    """Defaults + environment, with the flow's parameters on top (like CLI flags)."""
+    settings = get_settings()
+    if data_dir is not None:
+        settings = settings.with_section("paths", data_dir=Path(data_dir))
+    if epochs is not None:
+        settings = settings.with_section("train", epochs=epochs)
+    return settings
+
+
+def check_sources(sources: list[Path]) -> list[Path]:
+    """Existing files, in the given order; a missing one is bad input (no retry will find it)."""
+    missing = [str(p) for p in sources if not Path(p).is_file()]
+    if missing:
+        raise InputError(f"audit log not found: {', '.join(missing)}", hint="pass existing files to --source")
+    return [Path(p).resolve() for p in sources]
+
+
+def dataset_name(sources: list[Path]) -> str:
+    """Directory name for clean/ and actions/: the file's stem, or a short hash of several names."""
+    if len(sources) == 1:
+        stem = re.sub(r"(\.(gz|csv|jsonl?|log|txt))+$", "", sources[0].name)
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", stem) or "source"
+    digest = hashlib.sha256("\n".join(str(p) for p in sources).encode()).hexdigest()[:10]
+    return f"combined-{digest}"
+
+
+def run_name(fingerprint: str, train: TrainSettings) -> str:
+    """Stable run dir name: same data + same model settings -> same dir, so a re-run resumes there."""
+    shaping = {k: v for k, v in train.model_dump(mode="json").items() if k not in _RESUMABLE}
+    digest = hashlib.sha256(repr(sorted(shaping.items())).encode()).hexdigest()[:8]
+    return f"{fingerprint[:12]}-{digest}"

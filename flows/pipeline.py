@@ -1,0 +1,61 @@
+"""``pipeline`` flow: ``prepare`` then ``train`` as subflows, and the artifacts people read afterwards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from pydantic import PositiveInt
+
+from flows.config import SAMPLE_LOG, flow_settings
+from flows.prepare import prepare
+from flows.summary import markdown_summary, topk_rows
+from flows.train import train
+from tasks.records import PipelineResult
+
+
+def mlflow_run_url(tracking_uri: str, run_id: str) -> str | None:
+    """A browser link to the run when MLflow is a server; None for a local SQLite/file store."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    try:
+        from mlflow.tracking import MlflowClient
+
+        experiment_id = MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
+    except Exception:  # the link is a convenience; the run id is in the summary anyway
+        return None
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+@flow(
+    name="pipeline", description="Audit logs -> actions -> dataset -> LSTM vs baselines -> MLflow @champion"
+)
+def pipeline(
+    sources: list[str] | None = None,
+    actions_file: Path | None = None,
+    epochs: PositiveInt | None = None,
+    data_dir: Path | None = None,
+    fresh: bool = False,
+) -> PipelineResult:
+    """With neither ``sources`` nor ``actions_file``, runs on the bundled sample (a few epochs)."""
+    settings = flow_settings(data_dir)
+    if not sources and actions_file is None:
+        sources = [str(SAMPLE_LOG)]
+        epochs = epochs or settings.prefect.sample_epochs
+    prepared = prepare(sources=sources, actions_file=actions_file, data_dir=data_dir)
+    trained = train(
+        dataset_dir=Path(prepared.dataset.dataset_dir), epochs=epochs, data_dir=data_dir, fresh=fresh
+    )
+    result = PipelineResult(
+        prepared=prepared, trained=trained, run_url=mlflow_run_url(trained.tracking_uri, trained.run_id)
+    )
+    create_markdown_artifact(
+        markdown=markdown_summary(result),
+        key="pipeline-summary",
+        description="Data counts, model vs baselines, champion decision, MLflow run",
+    )
+    rows = topk_rows(trained.metrics)
+    if rows:
+        create_table_artifact(table=rows, key="topk-metrics", description="Test top-k accuracy by model")
+    return result

@@ -1,0 +1,93 @@
+"""Environment defaults for the embedded (one machine, offline) mode, set before Prefect is imported.
+
+Why a module of its own: Prefect reads its settings from the environment when it is first imported, so
+the CLI must decide where Prefect keeps its state before any ``import prefect``. With nothing configured,
+flows run against Prefect's ephemeral server on a SQLite file under ``<data_dir>/prefect`` and MLflow
+writes to ``<data_dir>/mlflow/mlflow.db``; anything the user set (``PREFECT_API_URL``, ``PREFECT_HOME``,
+``MLFLOW_TRACKING_URI``) wins. Nothing here touches the network. No Prefect import.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from perfspec.settings import Settings
+
+# Telemetry and update checks off; these only ever set defaults, never override the user.
+_QUIET_DEFAULTS = {
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where this process sends flow runs and MLflow runs (for the user-facing summary)."""
+
+    prefect_api_url: str | None  # None: Prefect's ephemeral server on a local SQLite file
+    prefect_home: Path
+    mlflow_tracking_uri: str
+
+    @property
+    def embedded_prefect(self) -> bool:
+        return self.prefect_api_url is None
+
+    @property
+    def prefect_database(self) -> Path:
+        return self.prefect_home / "prefect.db"
+
+    def ui_hints(self) -> list[str]:
+        """Commands that open both UIs on what this process recorded."""
+        hints: list[str] = []
+        if self.embedded_prefect:
+            hints.append(
+                f"Prefect UI:  PREFECT_HOME={self.prefect_home} .venv/bin/prefect server start"
+                "  (then http://127.0.0.1:4200)"
+            )
+        else:
+            hints.append(f"Prefect UI:  {self.prefect_api_url.removesuffix('/api')}")
+        uri = self.mlflow_tracking_uri
+        if uri.startswith(("http://", "https://")):
+            hints.append(f"MLflow UI:   {uri}")
+        else:
+            hints.append(
+                f"MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+                "  (then http://127.0.0.1:5000)"
+            )
+        return hints
+
+
+def configure_embedded(settings: Settings, environ: dict[str, str] | None = None) -> Runtime:
+    """Set env defaults so Prefect and MLflow run locally and quietly; return where runs will go.
+
+    Call it before the first ``import prefect`` in the process. ``environ`` defaults to ``os.environ``
+    (tests pass a dict to check the decisions without touching the process).
+    """
+    env = os.environ if environ is None else environ
+    for key, value in _QUIET_DEFAULTS.items():
+        env.setdefault(key, value)
+    startup = str(settings.prefect.startup_timeout_seconds)
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", startup)
+    api_url = env.get("PREFECT_API_URL") or None
+    if not env.get("PREFECT_HOME"):
+        env["PREFECT_HOME"] = str(settings.paths.prefect_home.resolve())
+    prefect_home = Path(env["PREFECT_HOME"]).expanduser()
+    if api_url is None:
+        # Ephemeral mode: Prefect starts its own server on a SQLite file under PREFECT_HOME.
+        # Its default database is PREFECT_HOME/prefect.db, which `prefect server start` then shows.
+        env.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
+    prefect_home.mkdir(parents=True, exist_ok=True)
+
+    if settings.mlflow.tracking_uri:
+        tracking_uri = settings.mlflow.tracking_uri
+    elif env.get("MLFLOW_TRACKING_URI"):
+        tracking_uri = env["MLFLOW_TRACKING_URI"]
+    else:
+        settings.paths.mlflow_dir.mkdir(parents=True, exist_ok=True)
+        tracking_uri = f"sqlite:///{(settings.paths.mlflow_dir / 'mlflow.db').resolve()}"
+    return Runtime(prefect_api_url=api_url, prefect_home=prefect_home, mlflow_tracking_uri=tracking_uri)

@@ -1,0 +1,78 @@
+"""Data-plane tasks: clean audit logs, build actions, build the dataset (all cached on content hashes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from perfspec.fileio import sha256_file
+from perfspec.settings import ActionsSettings, CleanSettings, DatasetSettings, get_settings
+from tasks.policy import content_cache_key, perfspec_task
+from tasks.records import ActionsOutput, CleanOutput, DatasetOutput
+
+_TIMEOUT = get_settings().prefect.task_timeout_seconds
+
+
+@perfspec_task(
+    "clean-audit-logs", timeout_seconds=_TIMEOUT, transient=True, cache_key_fn=content_cache_key("sources")
+)
+def clean_audit_logs(sources: list[str], out_dir: str, settings: CleanSettings) -> CleanOutput:
+    """Raw audit logs -> ``events.parquet`` + ``summary.json`` + ``rejects.jsonl`` in ``out_dir``."""
+    from perfspec.audit.clean import clean_sources
+
+    out = Path(out_dir)
+    clean_sources([Path(s) for s in sources], out, settings)
+    counts = json.loads((out / "summary.json").read_text())
+    events = out / "events.parquet"
+    return CleanOutput(
+        out_dir=str(out),
+        events=str(events),
+        events_sha256=sha256_file(events),
+        read=int(counts["read"]),
+        kept=int(counts["kept"]),
+        duplicates=int(counts["duplicates"]),
+        rejected=int(counts["rejected"]),
+    )
+
+
+@perfspec_task(
+    "build-actions", timeout_seconds=_TIMEOUT, transient=True, cache_key_fn=content_cache_key("events")
+)
+def build_actions_task(events: str, out_dir: str, settings: ActionsSettings) -> ActionsOutput:
+    """``events.parquet`` -> ``actions.txt`` / ``actions.parquet`` + the distribution report."""
+    from perfspec.actions.report import write_distribution_report
+
+    from perfspec.actions import build_actions
+
+    out = Path(out_dir)
+    actions_txt = out / "actions.txt"
+    build_actions(Path(events), actions_txt, settings)
+    tokens = [line for line in actions_txt.read_text().splitlines() if line.strip()]
+    parquet = out / "actions.parquet"
+    report = [str(p) for p in write_distribution_report(parquet, out)] if parquet.exists() else []
+    return ActionsOutput(
+        actions_txt=str(actions_txt),
+        actions_sha256=sha256_file(actions_txt),
+        actions=len(tokens),
+        distinct=len(set(tokens)),
+        actions_parquet=str(parquet) if parquet.exists() else None,
+        report=report,
+    )
+
+
+@perfspec_task(
+    "build-dataset", timeout_seconds=_TIMEOUT, transient=True, cache_key_fn=content_cache_key("actions_file")
+)
+def build_dataset_task(actions_file: str, datasets_dir: str, settings: DatasetSettings) -> DatasetOutput:
+    """Actions file -> ``datasets/<fingerprint12>/`` (vocabulary, windows, split)."""
+    from perfspec.dataset import build_dataset
+
+    dataset = build_dataset(Path(actions_file), settings)
+    directory = dataset.save(Path(datasets_dir) / dataset.fingerprint[:12])
+    return DatasetOutput(
+        dataset_dir=str(directory),
+        fingerprint=dataset.fingerprint,
+        actions=len(dataset.ids),
+        vocab_size=len(dataset.vocab),
+        windows={split: len(dataset.windows(split)[1]) for split in ("train", "val", "test")},
+    )
