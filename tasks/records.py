@@ -99,3 +99,17 @@ class PipelineResult(_Record):
     prepared: PreparedData
     trained: TrainedRun
     run_url: str | None = None
+
+
+class CampaignOutput(_Record):
+    name: str
+    manifest: str
+    status: str
+    ok: bool
+    steps_run: int
+    steps_skipped: int
+    installs_ok: int
+    installs_failed: int
+    uninstalls_ok: int
+    uninstalls_failed: int
+    labelled_events: int | None = None

@@ -1,9 +1,197 @@
-"""CLI commands of this layer (see perfspec/cli.py)."""
+"""CLI commands of the orchestration layer: ``pipeline`` (the main job), ``deploy`` and ``serve``.
+
+Why the env setup comes first: Prefect reads its settings when first imported, so each command decides
+where runs go (``perfspec.runtime.configure_embedded``) before importing flows.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+
+if TYPE_CHECKING:
+    from perfspec.settings import Settings
+    from tasks.records import PipelineResult
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+DEFAULT_PREFECT_FILE = REPO_ROOT / "deployments" / "prefect.yaml"
+
+
+def pipeline(
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source",
+            "-s",
+            help="Audit log file(s) to learn from (JSON lines or the PerfSPEC CSV, .gz ok; globs ok, "
+            "relative ones under the data dir). Repeat for several. Default: the bundled sample.",
+        ),
+    ] = None,
+    actions: Annotated[
+        Path | None,
+        typer.Option("--actions", help="Start from an existing actions file (one verb_resource a line)."),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option("--epochs", min=1, help="Training epochs (default: settings; a few on the sample)."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Where outputs go (default ./perfspec-data).")
+    ] = None,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Train into a new run dir instead of resuming the matching one.")
+    ] = False,
+) -> None:
+    """Run the whole pipeline as a Prefect flow: clean -> actions -> dataset -> train -> evaluate -> MLflow.
+
+    With nothing configured it runs offline: Prefect in ephemeral mode (SQLite under the data dir) and
+    MLflow on a SQLite file; PREFECT_API_URL / PREFECT_HOME / MLFLOW_TRACKING_URI are honoured. Re-running
+    on unchanged data reuses the cleaned data and dataset; an interrupted training resumes.
+    """
+    from perfspec.errors import InputError
+    from perfspec.runtime import configure_embedded
+    from perfspec.settings import get_settings
+
+    if source and actions:
+        raise InputError("give --source or --actions, not both")
+    settings = get_settings()
+    if data_dir is not None:
+        settings = settings.with_section("paths", data_dir=data_dir)
+        os.environ["PERFSPEC_PATHS__DATA_DIR"] = str(data_dir)
+    runtime = configure_embedded(settings)
+    if runtime.embedded_prefect:
+        typer.echo(f"Prefect: ephemeral server on {runtime.prefect_database} (starts in ~10-60 s)", err=True)
+
+    from flows.pipeline import pipeline as pipeline_flow
+
+    result = pipeline_flow(
+        sources=list(source) if source else None,
+        actions_file=actions.resolve() if actions else None,
+        epochs=epochs,
+        data_dir=data_dir.resolve() if data_dir else None,
+        fresh=fresh,
+    )
+    _print_result(result, runtime.ui_hints(), settings.paths.data_dir.resolve())
+
+
+def _print_result(result: PipelineResult, hints: list[str], data_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from flows.summary import topk_rows
+
+    console = Console()
+    prepared, trained = result.prepared, result.trained
+    console.print("[bold green]pipeline completed[/]")
+    if prepared.clean:
+        c = prepared.clean
+        console.print(
+            f"events: read {c.read}, kept {c.kept}, duplicates {c.duplicates}, rejected {c.rejected}"
+        )
+    if prepared.actions:
+        console.print(f"actions: {prepared.actions.actions} ({prepared.actions.distinct} distinct)")
+    rows = topk_rows(trained.metrics)
+    if rows:
+        table = Table(title="test accuracy (model vs baselines)")
+        for col in rows[0]:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*(str(v) for v in row.values()))
+        console.print(table)
+    verdict = "promoted to @champion" if trained.promotion.promoted else "not promoted (champion kept)"
+    console.print(f"model: {verdict}")
+    console.print(f"results:  {data_dir}")
+    console.print(f"  dataset  {prepared.dataset.dataset_dir}")
+    console.print(f"  run      {trained.train.run_dir}")
+    console.print(f"  MLflow   run {trained.run_id} in {trained.tracking_uri}")
+    if result.run_url:
+        console.print(f"           {result.run_url}")
+    for hint in hints:
+        console.print(hint, soft_wrap=True)
+
+
+def deploy(
+    prefect_file: Annotated[
+        Path, typer.Option("--prefect-file", help="The deployments file (default deployments/prefect.yaml).")
+    ] = DEFAULT_PREFECT_FILE,
+    work_pool: Annotated[
+        str | None, typer.Option("--work-pool", help="Process work pool to create/use (default: settings).")
+    ] = None,
+    cron: Annotated[str | None, typer.Option("--cron", help="Nightly schedule (default: settings).")] = None,
+    timezone: Annotated[
+        str | None, typer.Option("--timezone", help="Time zone of the schedule, e.g. Europe/Paris.")
+    ] = None,
+) -> None:
+    """Register the deployments (nightly `pipeline`, on-demand `collect`) on the Prefect server at
+    PREFECT_API_URL, creating the process work pool if needed. Then start a worker:
+    `prefect worker start --pool perfspec`."""
+    from perfspec.errors import EnvironmentProblem
+    from perfspec.settings import get_settings
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise EnvironmentProblem(
+            "PREFECT_API_URL is not set: deployments need a Prefect server",
+            hint="start one (`prefect server start`) and export PREFECT_API_URL=http://127.0.0.1:4200/api",
+        )
+    settings = get_settings().with_section(
+        "prefect", work_pool=work_pool, nightly_cron=cron, timezone=timezone
+    )
+    env = deployment_env(settings)
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    pool = settings.prefect.work_pool
+    inspect = subprocess.run([prefect, "work-pool", "inspect", pool], env=env, capture_output=True, text=True)
+    if inspect.returncode != 0:
+        _run([prefect, "work-pool", "create", pool, "--type", "process"], env)
+    _run([prefect, "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file)], env)
+    typer.echo(f"deployed from {prefect_file}; run a worker with: prefect worker start --pool {pool}")
+
+
+def deployment_env(settings: Settings) -> dict[str, str]:
+    """The environment prefect.yaml's ``{{ $VAR }}`` placeholders read (schedule, pool, project dir)."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "PERFSPEC_PREFECT__NIGHTLY_CRON": settings.prefect.nightly_cron,
+            "PERFSPEC_PREFECT__TIMEZONE": settings.prefect.timezone,
+            "PERFSPEC_PREFECT__WORK_POOL": settings.prefect.work_pool,
+            "PERFSPEC_PROJECT_DIR": env.get("PERFSPEC_PROJECT_DIR", str(REPO_ROOT)),
+        }
+    )
+    return env
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> None:
+    from perfspec.errors import EnvironmentProblem
+
+    done = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise EnvironmentProblem(f"`{' '.join(cmd[1:])}` failed: {' | '.join(tail)}")
+
+
+def serve() -> None:
+    """Serve the deployments from this process (one machine, no work pool): the nightly `pipeline`
+    schedule and on-demand `collect`. Needs PREFECT_API_URL (a running `prefect server start`)."""
+    from perfspec.errors import EnvironmentProblem
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise EnvironmentProblem(
+            "PREFECT_API_URL is not set: `serve` needs a Prefect server to hold the schedule",
+            hint="start one (`prefect server start`) and export PREFECT_API_URL=http://127.0.0.1:4200/api",
+        )
+    sys.path.insert(0, str(REPO_ROOT))
+    from deployments.serve import main
+
+    main()
 
 
 def register(app: typer.Typer) -> None:
     """Add this layer's subcommands to the ``perfspec`` app."""
+    app.command("pipeline")(pipeline)
+    app.command("deploy")(deploy)
+    app.command("serve")(serve)

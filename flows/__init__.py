@@ -1,0 +1,1 @@
+"""Prefect flows composing the tasks: prepare, train, pipeline, collect (see ARCHITECTURE.md)."""

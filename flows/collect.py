@@ -1,0 +1,87 @@
+"""``collect`` flow: one Helm campaign on a test cluster, at most one at a time per cluster.
+
+Why a global concurrency limit named after the cluster: two campaigns on one cluster would interleave
+their audit events and corrupt both datasets; campaigns on different clusters may run side by side.
+The limit (1 slot) is created on first use, so nothing has to be set up by hand on a fresh server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+from pathlib import Path
+
+import yaml
+from prefect import flow, get_run_logger
+from prefect.concurrency.sync import concurrency
+
+from flows.config import flow_settings
+from flows.steps import run_step
+from perfspec.errors import EnvironmentProblem, InputError
+from tasks.collect import run_campaign_task
+from tasks.records import CampaignOutput
+
+
+def cluster_label(kubeconfig: Path | None) -> str:
+    """The kubeconfig's current context (what identifies 'the cluster' for the limit), else ``default``."""
+    path = kubeconfig or Path(os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0])
+    try:
+        config = yaml.safe_load(Path(path).expanduser().read_text()) or {}
+        return str(config.get("current-context") or "default")
+    except (OSError, yaml.YAMLError):
+        return "default"
+
+
+def limit_name(cluster: str) -> str:
+    return "collect-" + (re.sub(r"[^a-z0-9-]+", "-", cluster.lower()).strip("-") or "default")
+
+
+def ensure_limit(name: str, slots: int = 1) -> None:
+    """Create the global concurrency limit ``name`` with ``slots`` slots unless it exists."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):  # created meanwhile by a concurrent run
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
+
+
+@flow(name="collect", description="Run a Helm install/uninstall campaign while audit events are recorded.")
+def collect(
+    campaign_file: Path,
+    cluster: str | None = None,
+    name: str | None = None,
+    receiver_dir: Path | None = None,
+    data_dir: Path | None = None,
+    wait_seconds: float | None = None,
+) -> CampaignOutput:
+    """One campaign into ``raw/<name>/``; waits (up to ``wait_seconds``) while another runs on the cluster."""
+    settings = flow_settings(data_dir)
+    if not Path(campaign_file).is_file():
+        raise InputError(
+            f"campaign file not found: {campaign_file}", hint="pass a chart list or Artifact Hub JSON"
+        )
+    if shutil.which(settings.collect.helm) is None and not os.access(settings.collect.helm, os.X_OK):
+        raise EnvironmentProblem(
+            f"helm executable not found: {settings.collect.helm}",
+            hint="install Helm 3 or set PERFSPEC_COLLECT__HELM",
+        )
+    label = limit_name(cluster or cluster_label(settings.collect.kubeconfig))
+    campaign = name or Path(campaign_file).stem
+    ensure_limit(label)
+    get_run_logger().info("waiting for the %s slot (one campaign per cluster)", label)
+    with concurrency(label, occupy=1, strict=True, timeout_seconds=wait_seconds):
+        return run_step(
+            run_campaign_task,
+            campaign_file=str(Path(campaign_file).resolve()),
+            out_dir=str((settings.paths.raw_dir / campaign).resolve()),
+            settings=settings.collect,
+            receiver_dir=str(receiver_dir) if receiver_dir else None,
+            overrides={"name": campaign},
+        )

@@ -1,0 +1,1 @@
+"""Thin Prefect tasks over the perfspec library (see ARCHITECTURE.md, layer `tasks/`)."""
