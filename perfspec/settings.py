@@ -138,16 +138,41 @@ class CollectSettings(_Section):
     install_retries: int = Field(0, ge=0)
     repetitions: int = Field(1, ge=1)
     shuffle_seed: int | None = None
+    uninstall_timeout_seconds: int = Field(120, gt=0)
+    retry_delay_seconds: float = Field(5.0, ge=0, description="pause before retrying a failed install")
+    helm_grace_seconds: float = Field(
+        60.0, ge=0, description="extra wall time a helm call gets beyond its --timeout before it is killed"
+    )
+    mode: Literal["batch", "pairwise"] = Field(
+        "batch", description="batch: install every chart, then uninstall each (the paper); pairwise: one by one"
+    )
+    skip: tuple[str, ...] = Field((), description="chart names (or repo/name) left out of the campaign")
+    limit: int | None = Field(None, gt=0, description="only the first N charts (after skip and shuffle)")
+    namespace_prefix: str = Field("ps", pattern=r"^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$")
+    wait: bool = Field(False, description="helm --wait (the paper did not wait)")
+    delete_leftover_namespaces: bool = Field(
+        True, description="before starting, delete namespaces left by earlier campaigns (our prefix only)"
+    )
+    delete_namespaces_after_uninstall: bool = Field(
+        False, description="delete each release namespace after its uninstall (adds events the paper lacks)"
+    )
+    cluster_request_timeout_seconds: float = Field(10.0, gt=0)
 
 
 class ReceiverSettings(_Section):
     """Audit webhook receiver."""
 
     host: str = "127.0.0.1"
-    port: int = Field(9444, gt=0, lt=65536)
+    port: int = Field(9444, ge=0, lt=65536, description="0 picks a free port")
     max_body_bytes: int = Field(64 * 1024 * 1024, gt=0)
     rotate_bytes: int = Field(256 * 1024 * 1024, gt=0)
     token: str | None = Field(None, repr=False)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    drop_bodies: bool = Field(
+        True, description="strip requestObject/responseObject before writing (secrets; unused downstream)"
+    )
+    request_timeout_seconds: float = Field(30.0, gt=0, description="socket timeout per connection")
 
 
 class Settings(BaseSettings):

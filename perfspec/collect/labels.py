@@ -1,0 +1,120 @@
+"""Link received audit events to the campaign step that caused them, by time.
+
+Why by time: the API server stamps every event (``requestReceivedTimestamp``) and the manifest stamps
+every step (UTC start/end), so an event belongs to the latest step that had started when the request
+arrived: the step itself, or the pause after it (controllers keep reacting after helm returns). The
+namespace match is recorded beside it as a cross-check, not used to assign. Both clocks are the same
+machine's with kind; on a remote cluster they must be NTP-synchronised.
+
+Output ``labels.jsonl``: one row per event line, ``{file, line, audit_id, stage, ts, record, step,
+action, chart, release, run, phase, namespace_match}`` where ``(file, line)`` (file name, 1-based line)
+matches the cleaner's ``source_file``/``source_line`` so labels join onto ``events.parquet``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from perfspec.collect.campaign import load_manifest
+from perfspec.fileio import atomic_open
+
+
+def parse_time(text: str | None) -> float | None:
+    """RFC 3339 (``...Z``, micro- or nanoseconds) -> POSIX seconds, or None."""
+    if not text:
+        return None
+    try:
+        if "." in text:  # Python parses at most 6 fractional digits
+            head, _, frac = text.partition(".")
+            digits = "".join(ch for ch in frac if ch.isdigit())
+            text = f"{head}.{digits[:6]}{frac[len(digits) :]}"
+        return dt.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def audit_files(audit_dir: Path) -> list[Path]:
+    """The receiver's/tailer's output files in write order (``audit-000001.jsonl``, ...)."""
+    return sorted(Path(audit_dir).glob("audit-*.jsonl"))
+
+
+def label_campaign(manifest_path: Path, audit_dir: Path, out_path: Path) -> dict[str, Any]:
+    """Write ``out_path`` (labels.jsonl) and return a summary (counts overall and per executed step)."""
+    manifest = load_manifest(manifest_path)
+    records = [r for r in manifest.get("steps", []) if r.get("started_at")]
+    order = sorted(range(len(records)), key=lambda i: parse_time(records[i]["started_at"]) or 0.0)
+    starts = [parse_time(records[i]["started_at"]) or 0.0 for i in order]
+    ends = [r.get("ended_at") for r in manifest.get("runs", [])]
+    campaign_end = max((parse_time(e) or 0.0 for e in ends if e), default=None)
+    per_record = {i: {"events": 0, "namespace_matches": 0} for i in range(len(records))}
+    summary = {"events": 0, "labelled": 0, "before": 0, "after": 0, "unparsed": 0, "files": 0}
+    with atomic_open(Path(out_path)) as out:
+        for path in audit_files(audit_dir):
+            summary["files"] += 1
+            with open(path, "rb") as handle:
+                for line_no, line in enumerate(handle, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        event = orjson.loads(line)
+                        ts = parse_time(event.get("requestReceivedTimestamp") or event.get("stageTimestamp"))
+                    except (orjson.JSONDecodeError, AttributeError):
+                        event, ts = {}, None
+                    summary["events"] += 1
+                    row: dict[str, Any] = {
+                        "file": path.name,
+                        "line": line_no,
+                        "audit_id": event.get("auditID"),
+                        "stage": event.get("stage"),
+                        "ts": ts,
+                        "record": None,
+                        "step": None,
+                        "phase": None,
+                    }
+                    if ts is None:
+                        summary["unparsed"] += 1
+                        row["phase"] = "unparsed"
+                    else:
+                        pos = bisect.bisect_right(starts, ts) - 1
+                        if pos < 0:
+                            summary["before"] += 1
+                            row["phase"] = "before"
+                        elif campaign_end is not None and ts > campaign_end:
+                            summary["after"] += 1
+                            row["phase"] = "after"
+                        else:
+                            index = order[pos]
+                            record = records[index]
+                            end = parse_time(record.get("ended_at"))
+                            namespace = (event.get("objectRef") or {}).get("namespace")
+                            match = namespace == record["namespace"]
+                            row.update(
+                                record=index,
+                                step=record["step"],
+                                action=record["action"],
+                                chart=record["chart"],
+                                release=record["release"],
+                                run=record["run"],
+                                phase="during" if end is None or ts <= end else "after-step",
+                                namespace_match=match,
+                            )
+                            per_record[index]["events"] += 1
+                            per_record[index]["namespace_matches"] += int(match)
+                            summary["labelled"] += 1
+                    out.write(orjson.dumps(row) + b"\n")
+    summary["per_step"] = [
+        {
+            "record": i,
+            "step": records[i]["step"],
+            "action": records[i]["action"],
+            "chart": records[i]["chart"],
+            **counts,
+        }
+        for i, counts in per_record.items()
+    ]
+    return summary
