@@ -61,6 +61,10 @@ class CleanSettings(_Section):
     batch_rows: int = Field(65_536, gt=0, description="rows buffered before a Parquet row group is written")
     max_line_bytes: int = Field(8 * 1024 * 1024, gt=0, description="longer lines are rejected, not parsed")
     reject_raw_max_chars: int = Field(4_096, gt=0, description="raw text kept per reject in rejects.jsonl")
+    max_document_bytes: int = Field(
+        256 * 1024 * 1024, gt=0, description="largest pretty-printed Event/EventList document read whole"
+    )
+    dedupe: bool = Field(True, description="merge a request's stages into one row (latest stage kept)")
 
 
 class ActionsSettings(_Section):
