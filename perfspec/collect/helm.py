@@ -78,15 +78,30 @@ def _short(text: str, limit: int = 500) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _exec_command_class() -> Any:
+    """pyhelm3's ``Command`` whose shell line starts with ``exec``, so the shell is replaced by helm and
+    pyhelm3's terminate-on-cancel reaches helm itself (otherwise only ``sh`` dies and a hung helm keeps
+    the pipes, and the call, open)."""
+    from pyhelm3 import Command
+
+    class ExecCommand(Command):  # type: ignore[misc]
+        def __init__(self, helm_path: str, **kwargs: Any) -> None:
+            super().__init__(executable="exec", **kwargs)
+            self.helm_path = helm_path
+
+        async def run(self, command: list[Any], input: bytes | None = None) -> bytes:
+            return await super().run([self.helm_path, *command], input)
+
+    return ExecCommand
+
+
 class PyHelmDriver:
     """:class:`HelmDriver` over ``pyhelm3.Command`` (one ``helm`` subprocess per operation)."""
 
     def __init__(self, helm_path: str, kubeconfig: Path | None = None, grace_seconds: float = 60.0) -> None:
-        from pyhelm3 import Command
-
         self.helm_path = helm_path
         self.grace_seconds = grace_seconds
-        self._command = Command(executable=helm_path, kubeconfig=kubeconfig, default_timeout="5m")
+        self._command = _exec_command_class()(helm_path, kubeconfig=kubeconfig, default_timeout="5m")
 
     def _run(self, coro_factory: Any, timeout_seconds: float) -> Any:
         from pyhelm3 import errors
@@ -110,8 +125,17 @@ class PyHelmDriver:
 
     def version(self) -> str:
         try:
-            return str(self._command.client_version())
-        except (subprocess.CalledProcessError, ValueError) as error:
+            out = subprocess.run(
+                [self.helm_path, "version", "--template", "{{ .Version }}"],
+                capture_output=True,
+                check=True,
+                timeout=60,
+            )
+            text = out.stdout.decode().strip().removeprefix("v")
+            if not text[:1].isdigit():
+                raise ValueError(f"unexpected output {text[:80]!r}")
+            return text
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError, ValueError) as error:
             raise EnvironmentProblem(
                 f"`{self.helm_path} version` failed: {error}", hint="install Helm 3 or pass --helm PATH"
             ) from error

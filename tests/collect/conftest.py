@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 FAKE_HELM = Path(__file__).with_name("fake_helm.py")
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_CHART = Path(__file__).parent / "charts" / "tiny"
 
 
@@ -60,8 +61,13 @@ def load_sample_events(shared_data: Path) -> list[dict[str, Any]]:
             events += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         elif path.suffix == ".json":
             doc = json.loads(path.read_text())
-            events += doc if isinstance(doc, list) else doc.get("items", [doc]) if doc.get("kind") == "EventList" \
+            events += (
+                doc
+                if isinstance(doc, list)
+                else doc.get("items", [doc])
+                if doc.get("kind") == "EventList"
                 else [doc]
+            )
     return [e for e in events if isinstance(e, dict) and e.get("auditID")]
 
 

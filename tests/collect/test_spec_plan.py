@@ -27,7 +27,11 @@ def test_seed_charts_plan_is_60_installs_then_60_uninstalls(sample_dir: Path) ->
     assert len(releases) == 60  # the four shared names do not collide
     names = [c.name for c in spec.charts]
     assert sorted({n for n in names if names.count(n) > 1}) == [
-        "elasticsearch", "external-dns", "keycloak", "metrics-server"]
+        "elasticsearch",
+        "external-dns",
+        "keycloak",
+        "metrics-server",
+    ]
     for step in steps:
         assert DNS_LABEL.match(step.release) and len(step.release) <= HELM_RELEASE_MAX
         assert step.namespace == step.release
@@ -44,7 +48,9 @@ def test_yaml_list_skip_limit_shuffle_repetitions_pairwise(tmp_path: Path) -> No
         "- {name: grafana, repo: 'https://grafana.github.io/helm-charts', version: 6.50.5}\n"
         "- {name: tiny, repo: ./tiny}\n"
     )
-    spec = load_campaign(charts, CollectSettings(), skip=("nginx",), shuffle_seed=7, repetitions=2, mode="pairwise")
+    spec = load_campaign(
+        charts, CollectSettings(), skip=("nginx",), shuffle_seed=7, repetitions=2, mode="pairwise"
+    )
     assert [c.name for c in spec.charts] == ["redis", "grafana", "tiny"]
     assert spec.charts[0].version == "17.6.0"
     assert spec.charts[2].repo == str(tmp_path / "tiny") and spec.charts[2].is_local
@@ -63,7 +69,9 @@ def test_yaml_list_skip_limit_shuffle_repetitions_pairwise(tmp_path: Path) -> No
 
 def test_mapping_form_sets_campaign_fields(tmp_path: Path) -> None:
     charts = tmp_path / "c.yaml"
-    charts.write_text("name: demo\nrepetitions: 3\npause_after_install_seconds: 0\ncharts:\n- name: a\n  repo: x\n")
+    charts.write_text(
+        "name: demo\nrepetitions: 3\npause_after_install_seconds: 0\ncharts:\n- name: a\n  repo: x\n"
+    )
     spec = load_campaign(charts, CollectSettings())
     assert spec.name == "demo" and spec.repetitions == 3 and spec.pause_after_install_seconds == 0
     assert load_campaign(charts, CollectSettings(), repetitions=1).repetitions == 1  # flags win
