@@ -93,15 +93,19 @@ class DatasetSettings(_Section):
 class TrainSettings(_Section):
     """LSTM next-action model (Keras 3 on TensorFlow)."""
 
+    # Defaults tuned on the paper corpus (21,642 actions): ~3 min on 2 CPU cores, converges by ~epoch 35.
     embedding_dim: int = Field(64, gt=0)
-    lstm_units: int = Field(128, gt=0)
+    lstm_units: int = Field(256, gt=0)
     lstm_layers: int = Field(1, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    learning_rate: float = Field(2e-3, gt=0)
-    batch_size: int = Field(128, gt=0)
-    epochs: int = Field(30, gt=0)
-    patience: int = Field(5, ge=1, description="early stopping on validation loss")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    learning_rate: float = Field(5e-3, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    lr_floor: float = Field(0.02, ge=0, le=1, description="cosine schedule ends at this fraction of the rate")
+    batch_size: int = Field(64, gt=0)
+    epochs: int = Field(40, gt=0)
+    patience: int = Field(8, ge=1, description="early stopping on validation loss")
     checkpoint_every: int = Field(1, ge=1, description="checkpoint every N epochs")
+    keep_checkpoints: int = Field(3, ge=1, description="periodic checkpoints kept (the best is kept too)")
     seed: int = 42
 
 

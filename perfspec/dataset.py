@@ -1,0 +1,289 @@
+"""Action sequence -> vocabulary + windows (W past actions -> next), split without leakage.
+
+Why chronological (or contiguous k-fold) splits and per-segment windows: adjacent windows overlap in
+W-1 actions, so a random split would put near-copies of test windows into training. Each split is a
+list of contiguous segments of the sequence and every window lies inside one segment, so no window
+crosses a boundary. The vocabulary is built from the training part only: an action first seen in
+validation/test maps to ``<unk>`` exactly as it would for a model in production.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from perfspec.errors import InputError
+from perfspec.fileio import atomic_open, write_json_atomic
+from perfspec.settings import DatasetSettings
+from perfspec.vocab import UNK, Vocabulary
+
+SPLITS = ("train", "val", "test")
+FORMAT_VERSION = 1
+_TOKEN = re.compile(r"^\S+$")
+
+
+@dataclass(frozen=True)
+class ActionsFile:
+    """Actions read from a file, with the lines that were set aside (kept, never silently lost)."""
+
+    actions: list[str]
+    malformed: list[tuple[int, str]] = field(default_factory=list)
+
+
+def read_actions(path: Path) -> ActionsFile:
+    """Read one action a line; blank lines are ignored, lines with inner whitespace are set aside."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"actions file not found: {path}", hint="run `perfspec actions` first")
+    actions: list[str] = []
+    malformed: list[tuple[int, str]] = []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            token = line.strip()
+            if not token:
+                continue
+            if _TOKEN.match(token) and token != UNK:
+                actions.append(token)
+            else:
+                malformed.append((number, token[:200]))
+    if not actions:
+        detail = f" ({len(malformed)} malformed lines)" if malformed else ""
+        raise InputError(
+            f"no actions in {path}{detail}", hint="expected one action token (e.g. create_pods) a line"
+        )
+    return ActionsFile(actions, malformed)
+
+
+def load_actions(path: Path) -> list[str]:
+    """The action tokens of ``path`` in order (see ``read_actions``); empty file -> InputError."""
+    return read_actions(path).actions
+
+
+def segments_for(n: int, settings: DatasetSettings) -> dict[str, list[tuple[int, int]]]:
+    """Half-open ``[start, end)`` position ranges of each split (contiguous, disjoint, covering 0..n)."""
+    if settings.train_fraction + settings.val_fraction >= 1:
+        raise InputError(
+            "train_fraction + val_fraction must be < 1 (the rest is the test part)",
+            hint=f"got {settings.train_fraction} + {settings.val_fraction}",
+        )
+    n_val = round(n * settings.val_fraction)
+    if settings.split == "chronological":
+        n_train = round(n * settings.train_fraction)
+        return {
+            "train": [(0, n_train)],
+            "val": [(n_train, n_train + n_val)],
+            "test": [(n_train + n_val, n)],
+        }
+    # kfold: the sequence is cut into `folds` contiguous blocks; block `fold` is the test part, the
+    # validation part is the stretch of `val_fraction` right before it (right after it for fold 0).
+    if settings.fold >= settings.folds:
+        raise InputError(f"fold {settings.fold} does not exist", hint=f"use 0..{settings.folds - 1}")
+    bounds = [round(i * n / settings.folds) for i in range(settings.folds + 1)]
+    t0, t1 = bounds[settings.fold], bounds[settings.fold + 1]
+    if settings.fold > 0:
+        v0, v1 = max(0, t0 - n_val), t0
+    else:
+        v0, v1 = t1, min(n, t1 + n_val)
+    train = [(a, b) for a, b in ((0, min(t0, v0)), (max(t1, v1), n)) if b > a]
+    return {"train": train, "val": [(v0, v1)], "test": [(t0, t1)]}
+
+
+def make_windows(ids: np.ndarray, segments: Sequence[tuple[int, int]], window: int) -> tuple[np.ndarray, ...]:
+    """Windows inside each segment: ``x[i]`` = the ``window`` ids before ``pos[i]``; ``y = ids[pos]``."""
+    xs, ys, positions = [], [], []
+    for start, end in segments:
+        if end - start <= window:
+            continue
+        part = ids[start:end]
+        xs.append(np.lib.stride_tricks.sliding_window_view(part[:-1], window))
+        ys.append(part[window:])
+        positions.append(np.arange(start + window, end, dtype=np.int64))
+    if not xs:
+        return np.zeros((0, window), np.int32), np.zeros(0, np.int32), np.zeros(0, np.int64)
+    return (
+        np.ascontiguousarray(np.concatenate(xs), dtype=np.int32),
+        np.concatenate(ys).astype(np.int32),
+        np.concatenate(positions),
+    )
+
+
+def fingerprint_of(actions: Sequence[str], settings: DatasetSettings) -> str:
+    """sha256 of the action sequence + the settings that shape the windows and the split."""
+    split = {
+        "window": settings.window,
+        "train_fraction": settings.train_fraction,
+        "val_fraction": settings.val_fraction,
+        "min_count": settings.min_count,
+        "split": settings.split,
+        "format": FORMAT_VERSION,
+    }
+    if settings.split == "kfold":
+        split |= {"folds": settings.folds, "fold": settings.fold}
+    digest = hashlib.sha256()
+    digest.update("\n".join(actions).encode())
+    digest.update(b"\0")
+    digest.update(json.dumps(split, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class Dataset:
+    """Encoded sequence, vocabulary and the windows of each split; what training and evaluation read."""
+
+    settings: DatasetSettings
+    vocab: Vocabulary
+    ids: np.ndarray
+    segments: dict[str, list[tuple[int, int]]]
+    fingerprint: str
+    source: str = ""
+    malformed_lines: int = 0
+    _windows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    @property
+    def window(self) -> int:
+        return self.settings.window
+
+    def windows(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(x, y)`` of one split: ``x`` int32 (n, W), ``y`` int32 (n,)."""
+        x, y, _ = self._split_windows(split)
+        return x, y
+
+    def positions(self, split: str) -> np.ndarray:
+        """Position in the sequence of each window's target (for tracing predictions back)."""
+        return self._split_windows(split)[2]
+
+    def sequences(self, split: str) -> list[np.ndarray]:
+        """The contiguous id segments of one split (what the n-gram baseline counts over)."""
+        return [self.ids[a:b] for a, b in self.segments[split]]
+
+    def _split_windows(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}")
+        if split not in self._windows:
+            self._windows[split] = make_windows(self.ids, self.segments[split], self.window)
+        return self._windows[split]
+
+    def summary(self) -> dict:
+        """What metrics.json and MLflow record about the split."""
+        out: dict = {
+            "method": self.settings.split,
+            "window": self.window,
+            "actions": len(self.ids),
+            "vocab_size": len(self.vocab),
+            "min_count": self.settings.min_count,
+            "fingerprint": self.fingerprint,
+            "malformed_lines": self.malformed_lines,
+        }
+        if self.settings.split == "kfold":
+            out |= {"folds": self.settings.folds, "fold": self.settings.fold}
+        for split in SPLITS:
+            _x, y = self.windows(split)
+            out[split] = {
+                "segments": [list(s) for s in self.segments[split]],
+                "actions": int(sum(b - a for a, b in self.segments[split])),
+                "windows": len(y),
+                "unknown_targets": int(np.sum(y == 0)),
+            }
+        return out
+
+    def save(self, directory: Path) -> Path:
+        """Write ``dataset.json``, ``vocab.json`` and ``windows.npz`` (each atomically) into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {"ids": self.ids.astype(np.int32)}
+        for split in SPLITS:
+            x, y, pos = self._split_windows(split)
+            arrays |= {f"x_{split}": x, f"y_{split}": y, f"pos_{split}": pos}
+        with atomic_open(directory / "windows.npz", "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+        self.vocab.save(directory / "vocab.json")
+        write_json_atomic(
+            directory / "dataset.json",
+            {
+                "format": FORMAT_VERSION,
+                "fingerprint": self.fingerprint,
+                "source": self.source,
+                "settings": self.settings.model_dump(mode="json"),
+                "segments": self.segments,
+                "summary": self.summary(),
+            },
+        )
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> Dataset:
+        """Read a dataset written by ``save``; a missing or partial directory is an InputError."""
+        directory = Path(directory)
+        needed = [directory / name for name in ("dataset.json", "vocab.json", "windows.npz")]
+        missing = [p.name for p in needed if not p.is_file()]
+        if missing:
+            raise InputError(f"not a dataset directory: {directory} (missing {', '.join(missing)})")
+        meta = json.loads((directory / "dataset.json").read_text())
+        with np.load(directory / "windows.npz") as npz:
+            arrays = {key: npz[key] for key in npz.files}
+        segments = {k: [tuple(s) for s in v] for k, v in meta["segments"].items()}
+        dataset = cls(
+            settings=DatasetSettings.model_validate(meta["settings"]),
+            vocab=Vocabulary.load(directory / "vocab.json"),
+            ids=arrays["ids"],
+            segments=segments,
+            fingerprint=meta["fingerprint"],
+            source=meta.get("source", ""),
+            malformed_lines=meta.get("summary", {}).get("malformed_lines", 0),
+        )
+        for split in SPLITS:
+            dataset._windows[split] = (arrays[f"x_{split}"], arrays[f"y_{split}"], arrays[f"pos_{split}"])
+        return dataset
+
+
+def dataset_from_actions(
+    actions: Sequence[str], settings: DatasetSettings, source: str = "", malformed_lines: int = 0
+) -> Dataset:
+    """Build the vocabulary (train part only), encode, split and check every split has windows."""
+    n = len(actions)
+    needed = _minimum_actions(settings)
+    if n < needed:
+        raise InputError(
+            f"too few actions to train: {n} (need at least {needed} with window={settings.window})",
+            hint="collect more actions or lower --window",
+        )
+    segments = segments_for(n, settings)
+    train_actions = [a for s, e in segments["train"] for a in actions[s:e]]
+    vocab = Vocabulary.from_counts(Counter(train_actions), settings.min_count)
+    dataset = Dataset(
+        settings=settings,
+        vocab=vocab,
+        ids=vocab.encode(actions),
+        segments=segments,
+        fingerprint=fingerprint_of(actions, settings),
+        source=source,
+        malformed_lines=malformed_lines,
+    )
+    for split in SPLITS:
+        if len(dataset.windows(split)[1]) == 0:
+            raise InputError(
+                f"the {split} part has no window of {settings.window} actions + 1 target",
+                hint="collect more actions, lower --window, or change the split fractions",
+            )
+    return dataset
+
+
+def _minimum_actions(settings: DatasetSettings) -> int:
+    """Smallest sequence for which every part can hold one window (a cheap early check)."""
+    smallest_fraction = min(settings.val_fraction, 1 - settings.train_fraction - settings.val_fraction)
+    if settings.split == "kfold":
+        smallest_fraction = min(smallest_fraction, 1 / settings.folds)
+    return int(np.ceil((settings.window + 1) / max(smallest_fraction, 1e-9)))
+
+
+def build_dataset(actions_file: Path, settings: DatasetSettings) -> Dataset:
+    """Read an actions file and build its dataset (the library entry point ``tasks/`` call)."""
+    read = read_actions(Path(actions_file))
+    return dataset_from_actions(read.actions, settings, str(actions_file), len(read.malformed))

@@ -1,0 +1,265 @@
+"""MLflow: one run per training, the model registry, and the ``@champion`` promotion rule.
+
+Why a rule instead of "latest wins": a nightly retrain must not replace a good model with a worse
+one. A new version becomes champion only if its test top-1 beats the champion's by
+``promotion_margin``. Top-1 on different test data is not comparable, so when the champion was
+trained on another dataset (fingerprint differs) it is re-evaluated on the challenger's test windows
+(shipped with the run as the ``dataset/`` artifact) through the same ``Predictor`` and the two are
+compared there. If that re-evaluation is impossible the champion is kept. Every decision is logged
+as the run tag ``champion_decision`` (``promoted``/``kept``) with the reason in ``champion_reason``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perfspec.dataset import Dataset
+from perfspec.errors import EnvironmentProblem, InputError
+from perfspec.settings import Settings
+
+MODEL_ARTIFACT = "model"
+TAG_FINGERPRINT = "dataset_fingerprint"
+TAG_DECISION = "champion_decision"
+TAG_REASON = "champion_reason"
+TAG_MODEL_URI = "perfspec.model_uri"
+TAG_TOP1 = "test_lstm_top1"
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """Outcome of ``register_and_promote`` (also logged as tags on the run and the model version)."""
+
+    registered_model: str
+    version: str
+    promoted: bool
+    reason: str
+    challenger_top1: float
+    champion_version: str | None = None
+    champion_top1: float | None = None
+    same_dataset: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def configure(settings: Settings) -> str:
+    """Point MLflow at the configured store and make sure the experiment exists; returns its id.
+
+    With the embedded SQLite store the experiment's artifacts go to ``<data_dir>/mlflow/artifacts``.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    uri = settings.mlflow_tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(uri)
+    name = settings.mlflow.experiment
+    try:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            location = settings.mlflow_artifact_location if uri.startswith(("sqlite:", "file:")) else None
+            try:
+                experiment_id = client.create_experiment(name, artifact_location=location)
+            except MlflowException:  # created concurrently by another process
+                experiment_id = client.get_experiment_by_name(name).experiment_id
+        else:
+            experiment_id = experiment.experiment_id
+    except MlflowException as error:
+        raise EnvironmentProblem(f"MLflow store {uri} is not usable: {error.message}") from error
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def pip_requirements() -> list[str]:
+    """Explicit requirements: inferring them would import-trace the model (~7 s per log)."""
+    import keras
+    import tensorflow as tf
+
+    return [f"tensorflow-cpu=={tf.__version__}", f"keras=={keras.__version__}", f"numpy=={np.__version__}"]
+
+
+def log_run(settings: Settings, dataset: Dataset, run_dir: Path, metrics: dict) -> str:
+    """Log one finished training (``run_dir`` from ``train`` + ``evaluate``) as an MLflow run."""
+    import keras
+    import mlflow
+    from mlflow.entities import Metric
+    from mlflow.models import infer_signature
+
+    run_dir = Path(run_dir)
+    configure(settings)
+    history = (
+        json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").is_file() else {}
+    )
+    with mlflow.start_run(run_name=run_dir.name) as run:
+        run_id = run.info.run_id
+        params = {f"dataset.{k}": v for k, v in settings.dataset.model_dump().items()}
+        params |= {f"train.{k}": v for k, v in settings.train.model_dump().items()}
+        params |= {"ngram.order": metrics.get("ngram", {}).get("order"), "vocab_size": len(dataset.vocab)}
+        mlflow.log_params(params)
+        mlflow.set_tags(
+            {
+                TAG_FINGERPRINT: dataset.fingerprint,
+                "dataset_source": dataset.source,
+                "run_dir": str(run_dir.resolve()),
+                TAG_TOP1: str(metrics["test"]["lstm"]["top1"]),
+            }
+        )
+        x_train, y_train = dataset.windows("train")
+        x_test, y_test = dataset.windows("test")
+        for context, (x, y) in (("training", (x_train, y_train)), ("testing", (x_test, y_test))):
+            data = mlflow.data.from_numpy(
+                x,
+                targets=y,
+                source=dataset.source or "actions",
+                name=f"actions-{dataset.fingerprint[:12]}",
+                digest=dataset.fingerprint[:32],
+            )
+            mlflow.log_input(data, context=context)
+
+        timestamp = int(run.info.start_time or 0)
+        batch = [
+            Metric(key, float(value), timestamp, epoch)
+            for key in ("loss", "accuracy", "val_loss", "val_accuracy")
+            for epoch, value in enumerate(history.get(key, []), start=1)
+        ]
+        for section in ("test", "test_changes"):
+            for model, scores in metrics.get(section, {}).items():
+                for name, value in scores.items():
+                    batch.append(Metric(f"{section}_{model}_{name}", float(value), timestamp, 0))
+        client = mlflow.MlflowClient()
+        for start in range(0, len(batch), 900):
+            client.log_batch(run_id, metrics=batch[start : start + 900])
+        if history.get("best_epoch"):
+            mlflow.log_metric("best_epoch", history["best_epoch"])
+
+        for name in ("history.json", "metrics.json", "per_action.csv", "confused_pairs.csv", "vocab.json"):
+            if (run_dir / name).is_file():
+                mlflow.log_artifact(str(run_dir / name))
+        if (run_dir / "plots").is_dir():
+            mlflow.log_artifacts(str(run_dir / "plots"), artifact_path="plots")
+        with tempfile.TemporaryDirectory(prefix="perfspec-dataset-") as tmp:
+            mlflow.log_artifacts(str(dataset.save(Path(tmp))), artifact_path="dataset")
+
+        model = keras.models.load_model(run_dir / "model.keras", compile=False)
+        example = x_test[:2] if len(x_test) else x_train[:2]
+        signature = infer_signature(example, np.asarray(model(example, training=False)))
+        info = mlflow.keras.log_model(
+            model,
+            name=MODEL_ARTIFACT,
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(),
+            metadata={
+                "vocab": dataset.vocab.to_json(),
+                "window": dataset.window,
+                TAG_FINGERPRINT: dataset.fingerprint,
+            },
+        )
+        mlflow.set_tag(TAG_MODEL_URI, info.model_uri)
+    return run_id
+
+
+def register_and_promote(settings: Settings, run_id: str, metrics: dict) -> PromotionDecision:
+    """Register the run's model as a new version; move ``@champion`` to it only if it wins."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    configure(settings)
+    client = mlflow.MlflowClient()
+    name, alias, margin = (
+        settings.mlflow.registered_model,
+        settings.mlflow.champion_alias,
+        settings.mlflow.promotion_margin,
+    )
+    run = client.get_run(run_id)
+    fingerprint = run.data.tags.get(TAG_FINGERPRINT, "")
+    model_uri = run.data.tags.get(TAG_MODEL_URI) or f"runs:/{run_id}/{MODEL_ARTIFACT}"
+    challenger = float(metrics["test"]["lstm"]["top1"])
+    version = mlflow.register_model(
+        model_uri, name, tags={TAG_FINGERPRINT: fingerprint, TAG_TOP1: str(challenger), "run_id": run_id}
+    ).version
+
+    try:
+        champion = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        champion = None
+
+    champion_top1: float | None = None
+    same: bool | None = None
+    if champion is None:
+        promoted, reason = True, f"no @{alias} yet"
+    else:
+        same = champion.tags.get(TAG_FINGERPRINT) == fingerprint
+        if same:
+            champion_top1 = float(champion.tags.get(TAG_TOP1, "nan"))
+            basis = "same dataset"
+        else:
+            champion_top1 = _reevaluate(settings, champion.version, run_id)
+            basis = "champion re-evaluated on the challenger's test split"
+        if champion_top1 is None or np.isnan(champion_top1):
+            promoted, reason = False, f"kept v{champion.version}: champion could not be scored on this data"
+        else:
+            promoted = challenger > champion_top1 + margin
+            verb = "beats" if promoted else "does not beat"
+            reason = (
+                f"v{version} top-1 {challenger:.4f} {verb} v{champion.version} {champion_top1:.4f}"
+                f" + margin {margin} ({basis})"
+            )
+    if promoted:
+        client.set_registered_model_alias(name, alias, version)
+    decision = "promoted" if promoted else "kept"
+    client.set_tag(run_id, TAG_DECISION, decision)
+    client.set_tag(run_id, TAG_REASON, reason)
+    client.set_model_version_tag(name, version, TAG_DECISION, decision)
+    return PromotionDecision(
+        registered_model=name,
+        version=str(version),
+        promoted=promoted,
+        reason=reason,
+        challenger_top1=challenger,
+        champion_version=None if champion is None else str(champion.version),
+        champion_top1=champion_top1,
+        same_dataset=same,
+    )
+
+
+def _reevaluate(settings: Settings, champion_version: str, run_id: str) -> float | None:
+    """Champion top-1 on the challenger run's test windows (names mapped through its own vocabulary)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from perfspec.predict import Predictor
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="perfspec-reeval-") as tmp:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="dataset", dst_path=tmp)
+            dataset = Dataset.load(Path(local))
+        predictor = Predictor.load(f"models:/{settings.mlflow.registered_model}/{champion_version}")
+    except (MlflowException, InputError, OSError):
+        return None
+    x, y = dataset.windows("test")
+    if len(y) == 0:
+        return None
+    names = [dataset.vocab.decode(row) for row in x]
+    ids = np.stack([_encode_padded(predictor, row) for row in names])
+    probs = predictor.probabilities_batch(ids)
+    truth = np.array([predictor.vocab.id_of(t) for t in dataset.vocab.decode(y)])
+    return float(np.mean(np.argmax(probs, axis=1) == truth))
+
+
+def _encode_padded(predictor: Any, actions: list[str]) -> np.ndarray:
+    """Like ``Predictor.encode`` but never refuses an all-unknown window (it simply scores badly)."""
+    kept = actions[-predictor.window :]
+    ids = np.zeros(predictor.window, dtype=np.int32)
+    ids[predictor.window - len(kept) :] = [predictor.vocab.id_of(a) for a in kept]
+    return ids

@@ -1,0 +1,252 @@
+"""Train the LSTM with early stopping on validation, periodic checkpoints and crash-resume.
+
+Why a hand-rolled epoch loop around ``model.fit(epochs=1)``: the shuffle order of epoch N is drawn
+from ``(seed, N)``, so a run resumed from a checkpoint sees the same batches as an uninterrupted run,
+and the early-stopping state (best epoch, patience counter) lives in ``train_state.json`` next to the
+checkpoints instead of inside a callback that dies with the process. Only validation data steers
+stopping and the choice of the kept model; the test split is never touched here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perfspec.dataset import Dataset
+from perfspec.errors import InputError
+from perfspec.fileio import atomic_path, write_json_atomic
+from perfspec.settings import TrainSettings
+
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+EpochCallback = Callable[[int, dict[str, float]], None]
+# Settings that may change between a crash and a resume without invalidating the checkpoints.
+_RESUMABLE_CHANGES = {"epochs", "patience", "checkpoint_every", "keep_checkpoints"}
+
+
+@dataclass
+class TrainResult:
+    """What a (possibly resumed) training produced. Epoch numbers are 1-based."""
+
+    out_dir: Path
+    model_path: Path
+    history: dict[str, list[float]]
+    best_epoch: int
+    best_val_loss: float
+    epochs_done: int
+    resumed_from: int = 0
+    stopped_early: bool = False
+    epochs_this_call: int = 0
+    train_seconds: float = 0.0
+    windows_per_second: float = 0.0
+    checkpoints: list[Path] = field(default_factory=list)
+
+
+def resume_key(dataset: Dataset, settings: TrainSettings) -> dict[str, Any]:
+    """What must match for checkpoints in an out dir to be reused."""
+    relevant = {k: v for k, v in settings.model_dump().items() if k not in _RESUMABLE_CHANGES}
+    return {"dataset_fingerprint": dataset.fingerprint, "vocab_size": len(dataset.vocab), "train": relevant}
+
+
+def checkpoint_path(out_dir: Path, epoch: int) -> Path:
+    return Path(out_dir) / "checkpoints" / f"model_at_epoch_{epoch}.keras"
+
+
+def read_state(out_dir: Path) -> dict[str, Any] | None:
+    import json
+
+    path = Path(out_dir) / "train_state.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None  # a torn state file cannot happen with atomic writes; treat it as absent anyway
+
+
+def train(
+    dataset: Dataset,
+    settings: TrainSettings,
+    out_dir: Path,
+    on_epoch_end: EpochCallback | None = None,
+) -> TrainResult:
+    """Train (or resume, or return an already finished training) into ``out_dir``.
+
+    Writes ``checkpoints/model_at_epoch_N.keras`` every ``checkpoint_every`` epochs,
+    ``checkpoints/best.keras``, ``train_state.json``, and at the end ``model.keras`` (the epoch with the
+    lowest validation loss), ``vocab.json`` and ``history.json``.
+    """
+    import keras
+    import tensorflow as tf
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = resume_key(dataset, settings)
+    state = read_state(out_dir)
+    if state is not None and state.get("key") != key:
+        raise InputError(
+            f"{out_dir} holds a training of another dataset or with other model settings",
+            hint="use another --out directory, or delete this one to start over",
+        )
+
+    keras.utils.set_random_seed(settings.seed)
+    tf.config.experimental.enable_op_determinism()
+
+    start, model, history = 0, None, {k: [] for k in HISTORY_KEYS}
+    best_epoch, best_val_loss, wait, stopped_early = 0, math.inf, 0, False
+    if state is not None and state.get("epochs_done", 0) > 0:
+        ckpt = out_dir / state["checkpoint"]
+        if ckpt.is_file():
+            start = int(state["epochs_done"])
+            history = {k: list(state["history"][k][:start]) for k in HISTORY_KEYS}
+            best_epoch, best_val_loss = int(state["best_epoch"]), float(state["best_val_loss"])
+            wait = max(0, start - best_epoch)
+            stopped_early = bool(state.get("stopped_early", False))
+            model_file = out_dir / "model.keras"
+            if (stopped_early or start >= settings.epochs) and model_file.is_file():
+                return _result(out_dir, history, best_epoch, best_val_loss, start, start, stopped_early)
+            model = keras.models.load_model(ckpt)
+    from perfspec.model import build_model
+
+    x, y = dataset.windows("train")
+    if model is None:
+        steps = math.ceil(len(y) / settings.batch_size)
+        model = build_model(len(dataset.vocab), dataset.window, settings, steps_per_epoch=steps)
+
+    validation = dataset.windows("val")
+    rng_seed = settings.seed
+    fit_seconds, epochs_run, epoch = 0.0, 0, start
+    checkpoint_epoch = start
+    for epoch in range(start + 1, settings.epochs + 1):
+        if stopped_early:
+            break
+        order = np.random.default_rng([rng_seed, epoch]).permutation(len(y))
+        began = time.perf_counter()
+        fitted = model.fit(
+            x[order],
+            y[order],
+            batch_size=settings.batch_size,
+            epochs=1,
+            shuffle=False,
+            validation_data=validation,
+            verbose=0,
+        )
+        fit_seconds += time.perf_counter() - began
+        epochs_run += 1
+        logs = {k: float(fitted.history[k][-1]) for k in HISTORY_KEYS}
+        for k in HISTORY_KEYS:
+            history[k].append(logs[k])
+        if logs["val_loss"] < best_val_loss:
+            best_epoch, best_val_loss, wait = epoch, logs["val_loss"], 0
+            _save_model(model, out_dir / "checkpoints" / "best.keras")
+        else:
+            wait += 1
+        stopped_early = wait >= settings.patience
+        if epoch % settings.checkpoint_every == 0 or stopped_early or epoch == settings.epochs:
+            _save_model(model, checkpoint_path(out_dir, epoch))
+            checkpoint_epoch = epoch
+            _prune_checkpoints(out_dir, settings.keep_checkpoints)
+        _write_state(out_dir, key, checkpoint_epoch, history, best_epoch, best_val_loss, stopped_early)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, logs)
+
+    with atomic_path(out_dir / "model.keras") as tmp:
+        shutil.copyfile(out_dir / "checkpoints" / "best.keras", tmp)
+    dataset.vocab.save(out_dir / "vocab.json")
+    write_json_atomic(
+        out_dir / "history.json", {"epochs": len(history["loss"]), "best_epoch": best_epoch, **history}
+    )
+    rate = epochs_run * len(y) / fit_seconds if fit_seconds else 0.0
+    return _result(
+        out_dir,
+        history,
+        best_epoch,
+        best_val_loss,
+        checkpoint_epoch,
+        start,
+        stopped_early,
+        epochs_run,
+        fit_seconds,
+        rate,
+    )
+
+
+def _result(
+    out_dir: Path,
+    history: dict[str, list[float]],
+    best_epoch: int,
+    best_val_loss: float,
+    epochs_done: int,
+    resumed_from: int,
+    stopped_early: bool,
+    epochs_this_call: int = 0,
+    seconds: float = 0.0,
+    rate: float = 0.0,
+) -> TrainResult:
+    return TrainResult(
+        out_dir=out_dir,
+        model_path=out_dir / "model.keras",
+        history=history,
+        best_epoch=best_epoch,
+        best_val_loss=best_val_loss,
+        epochs_done=epochs_done,
+        resumed_from=resumed_from,
+        stopped_early=stopped_early,
+        epochs_this_call=epochs_this_call,
+        train_seconds=seconds,
+        windows_per_second=rate,
+        checkpoints=sorted((out_dir / "checkpoints").glob("model_at_epoch_*.keras"), key=_epoch_of),
+    )
+
+
+def _save_model(model: Any, target: Path) -> None:
+    """``model.save`` wants a ``.keras`` suffix, so the temp name keeps it; then rename into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _epoch_of(path: Path) -> int:
+    return int(path.stem.rsplit("_", 1)[1])
+
+
+def _prune_checkpoints(out_dir: Path, keep: int) -> None:
+    found = sorted((out_dir / "checkpoints").glob("model_at_epoch_*.keras"), key=_epoch_of)
+    for old in found[:-keep]:
+        old.unlink(missing_ok=True)
+
+
+def _write_state(
+    out_dir: Path,
+    key: dict[str, Any],
+    checkpoint_epoch: int,
+    history: dict[str, list[float]],
+    best_epoch: int,
+    best_val_loss: float,
+    stopped_early: bool,
+) -> None:
+    write_json_atomic(
+        out_dir / "train_state.json",
+        {
+            "key": key,
+            "epochs_done": checkpoint_epoch,
+            "checkpoint": str(checkpoint_path(out_dir, checkpoint_epoch).relative_to(out_dir))
+            if checkpoint_epoch
+            else None,
+            "history": history,
+            "best_epoch": best_epoch,
+            "best_val_loss": best_val_loss,
+            "stopped_early": stopped_early,
+        },
+    )
