@@ -53,21 +53,27 @@ def fake_helm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHelm:
 
 
 def load_sample_events(shared_data: Path) -> list[dict[str, Any]]:
-    """Every real event of ../shared/data/audit-samples (JSON lines and pretty single events)."""
+    """Every real event of ../shared/data/audit-samples (JSON lines, pretty or concatenated documents)."""
     events: list[dict[str, Any]] = []
-    root = shared_data / "audit-samples"
-    for path in sorted(root.rglob("*")):
-        if path.suffix == ".log":
-            events += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        elif path.suffix == ".json":
-            doc = json.loads(path.read_text())
-            events += (
+    decoder = json.JSONDecoder()
+    for path in sorted((shared_data / "audit-samples").rglob("*")):
+        if path.suffix not in (".log", ".json"):
+            continue
+        text, pos = path.read_text(), 0
+        while True:
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+            if pos >= len(text):
+                break
+            doc, pos = decoder.raw_decode(text, pos)
+            docs = (
                 doc
                 if isinstance(doc, list)
-                else doc.get("items", [doc])
+                else doc.get("items", [])
                 if doc.get("kind") == "EventList"
                 else [doc]
             )
+            events += docs
     return [e for e in events if isinstance(e, dict) and e.get("auditID")]
 
 
