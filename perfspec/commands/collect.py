@@ -31,7 +31,7 @@ def _print_plan(spec: Any, steps: list[Any], as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=160)  # piped: do not wrap names
     names = Counter(c.name for c in spec.charts)
     shared = sorted(n for n, k in names.items() if k > 1)
     pauses = sum(s.pause_after_seconds for s in steps)
