@@ -95,7 +95,8 @@ def api(tmp_path: Path) -> Iterator[tuple[FakeApi, Path]]:
     kubeconfig.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: t\n"
         f"clusters:\n- name: t\n  cluster:\n    server: http://127.0.0.1:{server.server_address[1]}\n"
-        "contexts:\n- name: t\n  context:\n    cluster: t\n    user: u\nusers:\n- name: u\n  user:\n    token: x\n"
+        "contexts:\n- name: t\n  context:\n    cluster: t\n    user: u\n"
+        "users:\n- name: u\n  user:\n    token: x\n"
     )
     yield server, kubeconfig
     server.shutdown()
