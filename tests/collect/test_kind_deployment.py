@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def test_templates_render_to_valid_configs(tmp_path: Path) -> None:
 def test_up_script_is_valid_bash_and_fails_clearly_without_tools(tmp_path: Path) -> None:
     assert subprocess.run(["bash", "-n", str(KIND / "up.sh")]).returncode == 0
     result = subprocess.run(
-        ["bash", str(KIND / "up.sh")],
+        [shutil.which("bash") or "/bin/bash", str(KIND / "up.sh")],
         capture_output=True,
         text=True,
         env={"PATH": "/nonexistent", "HOME": str(tmp_path)},
