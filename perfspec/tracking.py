@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,23 @@ def configure(settings: Settings) -> str:
     return experiment_id
 
 
+class _KerasFlavor:
+    """``mlflow.keras`` whose ``save_model`` first creates its directory.
+
+    Why: in MLflow 3.17 ``mlflow.keras.save_model`` writes ``input_example.json`` before it creates the
+    model directory, so ``mlflow.keras.log_model(..., input_example=...)`` fails with FileNotFoundError.
+    """
+
+    @staticmethod
+    def save_model(path: str, **kwargs: Any) -> None:
+        import os
+
+        import mlflow.keras
+
+        os.makedirs(path, exist_ok=True)
+        mlflow.keras.save_model(path=path, **kwargs)
+
+
 def pip_requirements() -> list[str]:
     """Explicit requirements: inferring them would import-trace the model (~7 s per log)."""
     import keras
@@ -117,13 +135,15 @@ def log_run(settings: Settings, dataset: Dataset, run_dir: Path, metrics: dict) 
         x_train, y_train = dataset.windows("train")
         x_test, y_test = dataset.windows("test")
         for context, (x, y) in (("training", (x_train, y_train)), ("testing", (x_test, y_test))):
-            data = mlflow.data.from_numpy(
-                x,
-                targets=y,
-                source=dataset.source or "actions",
-                name=f"actions-{dataset.fingerprint[:12]}",
-                digest=dataset.fingerprint[:32],
-            )
+            with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local file
+                warnings.simplefilter("ignore", UserWarning)
+                data = mlflow.data.from_numpy(
+                    x,
+                    targets=y,
+                    source=dataset.source or "actions",
+                    name=f"actions-{dataset.fingerprint[:12]}",
+                    digest=dataset.fingerprint[:32],
+                )
             mlflow.log_input(data, context=context)
 
         timestamp = int(run.info.start_time or 0)
@@ -153,9 +173,12 @@ def log_run(settings: Settings, dataset: Dataset, run_dir: Path, metrics: dict) 
         model = keras.models.load_model(run_dir / "model.keras", compile=False)
         example = x_test[:2] if len(x_test) else x_train[:2]
         signature = infer_signature(example, np.asarray(model(example, training=False)))
-        info = mlflow.keras.log_model(
-            model,
+        info = mlflow.models.Model.log(
+            artifact_path=None,
             name=MODEL_ARTIFACT,
+            flavor=_KerasFlavor,
+            flavor_name="mlflow.keras",
+            model=model,
             signature=signature,
             input_example=example,
             pip_requirements=pip_requirements(),

@@ -1,0 +1,126 @@
+"""Training: outputs, validation-only model choice, and resume after a real crash (SIGKILL)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from perfspec.dataset import Dataset, dataset_from_actions
+from perfspec.errors import InputError
+from perfspec.settings import DatasetSettings, TrainSettings
+from perfspec.training import read_state, train
+
+TINY = TrainSettings(embedding_dim=4, lstm_units=8, epochs=2, batch_size=32, learning_rate=0.01, seed=3)
+
+
+def tiny_actions(n: int = 600, seed: int = 0) -> list[str]:
+    """A noisy protocol: fixed action chains, chosen at random, so there is something to learn."""
+    chains = [
+        ["create_ns", "create_sa", "create_pods", "patch_pods"],
+        ["delete_pods", "delete_sa"],
+        ["update_cm"],
+    ]
+    rng = np.random.default_rng(seed)
+    out: list[str] = []
+    while len(out) < n:
+        out.extend(chains[int(rng.integers(0, len(chains)))])
+    return out[:n]
+
+
+def tiny_dataset() -> Dataset:
+    return dataset_from_actions(tiny_actions(), DatasetSettings(window=4))
+
+
+def test_train_writes_model_history_and_checkpoints(tmp_path: Path) -> None:
+    seen: list[tuple[int, dict[str, float]]] = []
+    result = train(tiny_dataset(), TINY, tmp_path, on_epoch_end=lambda e, logs: seen.append((e, logs)))
+    assert [e for e, _ in seen] == [1, 2]
+    assert all(set(logs) == {"loss", "accuracy", "val_loss", "val_accuracy"} for _, logs in seen)
+    for name in ("model.keras", "vocab.json", "history.json", "train_state.json"):
+        assert (tmp_path / name).is_file(), name
+    assert [p.name for p in result.checkpoints] == ["model_at_epoch_1.keras", "model_at_epoch_2.keras"]
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["val_loss"] == [logs["val_loss"] for _, logs in seen]
+    # the kept model is the epoch with the lowest VALIDATION loss
+    assert result.best_epoch == int(np.argmin(history["val_loss"])) + 1 == history["best_epoch"]
+    assert result.windows_per_second > 0
+
+
+def test_finished_training_is_not_redone(tmp_path: Path) -> None:
+    train(tiny_dataset(), TINY, tmp_path)
+    calls: list[int] = []
+    again = train(tiny_dataset(), TINY, tmp_path, on_epoch_end=lambda e, _: calls.append(e))
+    assert calls == [] and again.epochs_this_call == 0 and again.epochs_done == 2
+
+
+def test_more_epochs_continue_a_finished_training(tmp_path: Path) -> None:
+    train(tiny_dataset(), TINY.model_copy(update={"lr_schedule": "constant"}), tmp_path)
+    calls: list[int] = []
+    longer = TINY.model_copy(update={"lr_schedule": "constant", "epochs": 3})
+    result = train(tiny_dataset(), longer, tmp_path, on_epoch_end=lambda e, _: calls.append(e))
+    assert calls == [3] and result.resumed_from == 2 and len(result.history["loss"]) == 3
+
+
+def test_other_settings_in_the_same_out_dir_are_refused(tmp_path: Path) -> None:
+    train(tiny_dataset(), TINY, tmp_path)
+    with pytest.raises(InputError, match="another dataset or with other model settings"):
+        train(tiny_dataset(), TINY.model_copy(update={"lstm_units": 9}), tmp_path)
+
+
+def test_early_stopping_uses_patience_on_validation_loss(tmp_path: Path) -> None:
+    # a learning rate this high makes validation loss go up quickly; patience 1 stops at the first rise
+    settings = TINY.model_copy(
+        update={"epochs": 30, "patience": 1, "learning_rate": 0.5, "lr_schedule": "constant"}
+    )
+    result = train(tiny_dataset(), settings, tmp_path)
+    val = result.history["val_loss"]
+    assert result.stopped_early and len(val) < 30
+    assert val[-1] >= min(val[:-1])  # stopped right after a non-improving epoch
+    assert result.best_epoch == int(np.argmin(val)) + 1
+
+
+CRASHING_TRAINER = textwrap.dedent(
+    """
+    import os, signal, sys
+    sys.path.insert(0, {tests!r})
+    from test_training import tiny_dataset, TINY
+    from perfspec.training import train
+
+    def crash(epoch, logs):
+        if epoch == 2:
+            os.kill(os.getpid(), signal.SIGKILL)  # a real, abrupt crash: no cleanup, no atexit
+
+    train(tiny_dataset(), TINY.model_copy(update={{"epochs": 4}}), {out!r}, on_epoch_end=crash)
+    """
+)
+
+
+def test_resume_after_a_killed_process_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    script = CRASHING_TRAINER.format(tests=str(Path(__file__).parent), out=str(out))
+    crashed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    state = read_state(out)
+    assert state is not None and state["epochs_done"] == 2
+    assert not (out / "model.keras").exists()
+    before = {k: state["history"][k][:2] for k in ("loss", "val_loss")}
+
+    calls: list[int] = []
+    result = train(
+        tiny_dataset(), TINY.model_copy(update={"epochs": 4}), out, on_epoch_end=lambda e, _: calls.append(e)
+    )
+    assert calls == [3, 4], "epochs 1-2 must not be redone"
+    assert result.resumed_from == 2 and result.epochs_done == 4
+    assert len(result.history["loss"]) == 4
+    assert (
+        result.history["loss"][:2] == before["loss"] and result.history["val_loss"][:2] == before["val_loss"]
+    )
+    assert (out / "model.keras").is_file()
+    assert sorted(p.name for p in result.checkpoints)[-1] == "model_at_epoch_4.keras"
