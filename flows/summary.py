@@ -7,7 +7,9 @@ from typing import Any
 
 from tasks.records import PipelineResult
 
-_TOPK = re.compile(r"^(?:test_)?(?P<model>[a-z][a-z0-9_]*?)_top(?P<k>\d+)$")
+# ``test_<model>_top<k>`` after flattening ``{"test": {model: {"top1": ...}}}``; the ``test_changes`` part
+# (windows whose target differs from the last action) is a separate view, not a model.
+_TOPK = re.compile(r"^test_(?!changes_)(?P<model>[a-z][a-z0-9_]*?)_top(?P<k>\d+)$")
 MODEL_ORDER = ("lstm", "ngram", "most_frequent")
 
 

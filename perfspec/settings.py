@@ -130,7 +130,7 @@ class PrefectSettings(_Section):
     task_timeout_seconds: float = Field(3600, gt=0, description="limit for clean/actions/dataset/eval tasks")
     train_timeout_seconds: float = Field(6 * 3600, gt=0, description="limit for the training task")
     collect_timeout_seconds: float = Field(6 * 3600, gt=0, description="limit for one collection campaign")
-    sample_epochs: int = Field(4, gt=0, description="epochs when `pipeline` runs on the bundled sample")
+    sample_epochs: int = Field(20, gt=0, description="epochs when `pipeline` runs on the bundled sample")
     work_pool: str = "perfspec"
     startup_timeout_seconds: int = Field(60, gt=0, description="ephemeral Prefect server cold start")
 

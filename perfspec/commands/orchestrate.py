@@ -85,7 +85,7 @@ def _print_result(result: PipelineResult, hints: list[str], data_dir: Path) -> N
 
     from flows.summary import topk_rows
 
-    console = Console()
+    console = Console(soft_wrap=True)
     prepared, trained = result.prepared, result.trained
     console.print("[bold green]pipeline completed[/]")
     if prepared.clean:
@@ -112,7 +112,7 @@ def _print_result(result: PipelineResult, hints: list[str], data_dir: Path) -> N
     if result.run_url:
         console.print(f"           {result.run_url}")
     for hint in hints:
-        console.print(hint, soft_wrap=True)
+        console.print(hint)
 
 
 def deploy(
