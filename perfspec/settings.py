@@ -181,6 +181,9 @@ class ReceiverSettings(_Section):
         True, description="strip requestObject/responseObject before writing (secrets; unused downstream)"
     )
     request_timeout_seconds: float = Field(30.0, gt=0, description="socket timeout per connection")
+    drain_seconds: float = Field(
+        6.0, ge=0, description="collect --receive: wait this long after the last step for the last batch"
+    )
 
 
 class Settings(BaseSettings):

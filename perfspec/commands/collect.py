@@ -185,7 +185,7 @@ def _run(
         from perfspec.collect.receiver import AuditReceiver
 
         receiver = AuditReceiver(out_dir, settings.receiver).start()
-        receiver_dir = out_dir
+        receiver_dir = None  # labelled below, once the API server's last batch has arrived
     console = Console(stderr=True)
     err = Console(stderr=True)
     if receiver is not None:
@@ -218,16 +218,31 @@ def _run(
                         f"{record['release']}: {record['result']}"
                         + (f" ({record['error']})" if record["error"] else ""),
                         highlight=False,
+                        markup=False,
                     )
 
             result = run_campaign(spec, out_dir, driver, cluster, receiver_dir, progress=progress)
     finally:
         if receiver is not None:
+            if sys.exc_info()[0] is None:
+                import time
+
+                time.sleep(settings.receiver.drain_seconds)  # the API server flushes batches every <= 5 s
             stats = receiver.stop()
             err.print(
                 f"receiver: {stats['events']} events in {len(stats['files'])} file(s), "
                 f"{stats['rejected_bodies']} rejected bodies"
             )
+    if receiver is not None:
+        from perfspec.collect.campaign import load_manifest
+        from perfspec.collect.labels import label_campaign
+        from perfspec.fileio import write_json_atomic
+
+        summary = label_campaign(result.manifest_path, out_dir, out_dir / "labels.jsonl")
+        manifest = load_manifest(result.manifest_path)
+        manifest["labels"] = summary
+        write_json_atomic(result.manifest_path, manifest)
+        err.print(f"labelled {summary['labelled']} of {summary['events']} events by step")
     typer.echo(
         f"campaign {result.name}: {result.status}; installs ok {result.installs_ok}, failed "
         f"{result.installs_failed}; uninstalls ok {result.uninstalls_ok}, failed {result.uninstalls_failed}; "

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -142,3 +144,60 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     for command in ("collect", "receive", "tail-audit", "label"):
         help_text = _cli(command, "--help")
         assert help_text.returncode == 0 and "Usage" in help_text.stdout
+
+
+def test_collect_with_receive_records_and_labels_events(fake_helm: FakeHelm, tmp_path: Path) -> None:
+    charts = tmp_path / "c.yaml"
+    charts.write_text(f"- {{name: tiny, repo: '{TINY_CHART}'}}\n")
+    fake_helm.configure(sleep={"upgrade": 1.5})
+    env = {
+        **os.environ,
+        "PERFSPEC_RECEIVER__PORT": "0",
+        "PERFSPEC_RECEIVER__DRAIN_SECONDS": "0.5",
+        "PERFSPEC_PATHS__DATA_DIR": str(tmp_path / "data"),
+        "FAKE_HELM_DIR": str(fake_helm.state),
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "perfspec",
+            "collect",
+            "--charts",
+            str(charts),
+            "--helm",
+            str(fake_helm.path),
+            "--skip-cluster-check",
+            "--receive",
+            "--name",
+            "rx",
+            "--pause-install",
+            "0",
+            "--pause-uninstall",
+            "0",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    first = proc.stderr.readline()
+    url = first.split(" at ", 1)[1].split()[0]
+    while not fake_helm.calls("upgrade"):
+        time.sleep(0.05)
+    event = _event(1, dt.datetime.now(dt.UTC), "ps-1-01-tiny")
+    assert httpx.post(
+        url, json={"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [event]}
+    ).is_success
+    out, err = proc.communicate(timeout=60)
+    assert "campaign rx: completed" in out
+    assert proc.returncode == 0, err
+    campaign = tmp_path / "data" / "raw" / "rx"
+    rows = [json.loads(x) for x in (campaign / "labels.jsonl").read_text().splitlines()]
+    assert [(r["action"], r["release"], r["namespace_match"]) for r in rows] == [
+        ("install", "ps-1-01-tiny", True)
+    ]
+    assert load_manifest(campaign / "manifest.json")["labels"]["labelled"] == 1
+    assert "labelled 1 of 1 events" in err
