@@ -134,15 +134,19 @@ def log_run(settings: Settings, dataset: Dataset, run_dir: Path, metrics: dict) 
         )
         x_train, y_train = dataset.windows("train")
         x_test, y_test = dataset.windows("test")
-        for context, (x, y) in (("training", (x_train, y_train)), ("testing", (x_test, y_test))):
+        # one input per split; MLflow keys inputs by digest, so each split gets its own
+        for context, split, (x, y) in (
+            ("training", "train", (x_train, y_train)),
+            ("testing", "test", (x_test, y_test)),
+        ):
             with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local file
                 warnings.simplefilter("ignore", UserWarning)
                 data = mlflow.data.from_numpy(
                     x,
                     targets=y,
                     source=dataset.source or "actions",
-                    name=f"actions-{dataset.fingerprint[:12]}",
-                    digest=dataset.fingerprint[:32],
+                    name=f"actions-{dataset.fingerprint[:12]}-{split}",
+                    digest=f"{dataset.fingerprint[:24]}-{split}",
                 )
             mlflow.log_input(data, context=context)
 
