@@ -12,10 +12,12 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import yaml
 from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
+from pydantic import ValidationError
 
 from flows.config import flow_settings
 from flows.steps import run_step
@@ -60,9 +62,20 @@ def collect(
     receiver_dir: Path | None = None,
     data_dir: Path | None = None,
     wait_seconds: float | None = None,
+    check_cluster: bool = True,
+    options: dict[str, Any] | None = None,
 ) -> CampaignOutput:
-    """One campaign into ``raw/<name>/``; waits (up to ``wait_seconds``) while another runs on the cluster."""
-    settings = flow_settings(data_dir)
+    """One campaign into ``raw/<name>/``; waits (up to ``wait_seconds``) while another runs on the cluster.
+
+    ``options`` override collect settings for this run (e.g. ``{"repetitions": 3, "helm": "/opt/helm"}``);
+    ``check_cluster=False`` skips the Kubernetes API checks (helm still talks to the cluster).
+    """
+    try:
+        settings = flow_settings(data_dir).with_section("collect", **(options or {}))
+    except ValidationError as error:
+        raise InputError(
+            f"invalid collect option: {error.errors()[0]['msg']} ({error.errors()[0]['loc']})"
+        ) from error
     if not Path(campaign_file).is_file():
         raise InputError(
             f"campaign file not found: {campaign_file}", hint="pass a chart list or Artifact Hub JSON"
@@ -76,7 +89,14 @@ def collect(
     campaign = name or Path(campaign_file).stem
     ensure_limit(label)
     get_run_logger().info("waiting for the %s slot (one campaign per cluster)", label)
-    with concurrency(label, occupy=1, strict=True, timeout_seconds=wait_seconds):
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(concurrency(label, occupy=1, strict=True, timeout_seconds=wait_seconds))
+        except TimeoutError as error:
+            raise EnvironmentProblem(
+                f"another campaign holds the {label} slot (one per cluster); waited {wait_seconds} s",
+                hint="wait for it to finish, or cancel its flow run in the Prefect UI",
+            ) from error
         return run_step(
             run_campaign_task,
             campaign_file=str(Path(campaign_file).resolve()),
@@ -84,4 +104,5 @@ def collect(
             settings=settings.collect,
             receiver_dir=str(receiver_dir) if receiver_dir else None,
             overrides={"name": campaign},
+            check_cluster=check_cluster,
         )
