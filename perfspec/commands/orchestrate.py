@@ -47,11 +47,13 @@ def pipeline(
         bool, typer.Option("--fresh", help="Train into a new run dir instead of resuming the matching one.")
     ] = False,
 ) -> None:
-    """Run the whole pipeline as a Prefect flow: clean -> actions -> dataset -> train -> evaluate -> MLflow.
+    """Run the whole pipeline as a Prefect flow: clean, actions, dataset, train, evaluate, MLflow.
 
-    With nothing configured it runs offline: Prefect in ephemeral mode (SQLite under the data dir) and
-    MLflow on a SQLite file; PREFECT_API_URL / PREFECT_HOME / MLFLOW_TRACKING_URI are honoured. Re-running
-    on unchanged data reuses the cleaned data and dataset; an interrupted training resumes.
+    Offline with nothing configured: Prefect ephemeral mode + MLflow SQLite, both under the data dir.
+
+    PREFECT_API_URL, PREFECT_HOME and MLFLOW_TRACKING_URI are honoured when set.
+
+    A re-run on unchanged data reuses the cleaned data and dataset; an interrupted training resumes.
     """
     from perfspec.errors import InputError
     from perfspec.runtime import configure_embedded
@@ -59,6 +61,11 @@ def pipeline(
 
     if source and actions:
         raise InputError("give --source or --actions, not both")
+    missing = [s for s in source or [] if not any(c in s for c in "*?[") and not Path(s).is_file()]
+    if actions is not None and not actions.is_file():
+        missing.append(str(actions))
+    if missing:  # checked here too, so a typo fails before the Prefect server starts
+        raise InputError(f"file not found: {', '.join(missing)}", hint="check the --source/--actions paths")
     settings = get_settings()
     if data_dir is not None:
         settings = settings.with_section("paths", data_dir=data_dir)
@@ -127,9 +134,11 @@ def deploy(
         str | None, typer.Option("--timezone", help="Time zone of the schedule, e.g. Europe/Paris.")
     ] = None,
 ) -> None:
-    """Register the deployments (nightly `pipeline`, on-demand `collect`) on the Prefect server at
-    PREFECT_API_URL, creating the process work pool if needed. Then start a worker:
-    `prefect worker start --pool perfspec`."""
+    """Register deployments/prefect.yaml on the Prefect server at PREFECT_API_URL.
+
+    Creates the process work pool if needed; deploys pipeline/nightly-retrain (cron), collect/on-demand
+    and healthcheck/check. Then start a worker: prefect worker start --pool perfspec
+    """
     from perfspec.errors import EnvironmentProblem
     from perfspec.settings import get_settings
 
@@ -175,8 +184,11 @@ def _run(cmd: list[str], env: dict[str, str]) -> None:
 
 
 def serve() -> None:
-    """Serve the deployments from this process (one machine, no work pool): the nightly `pipeline`
-    schedule and on-demand `collect`. Needs PREFECT_API_URL (a running `prefect server start`)."""
+    """Serve the deployments from this process (one machine, no work pool or worker).
+
+    The nightly pipeline schedule, collect on demand and the healthcheck run here when due or triggered.
+    Needs PREFECT_API_URL (a running `prefect server start`).
+    """
     from perfspec.errors import EnvironmentProblem
 
     if not os.environ.get("PREFECT_API_URL"):

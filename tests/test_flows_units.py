@@ -1,0 +1,118 @@
+"""Fast checks of the orchestration pieces that need no server: embedded-mode env decisions, the
+artifact content, the deployment definitions (prefect.yaml and serve.py) and the CLI's early errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from perfspec.runtime import configure_embedded
+from perfspec.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_embedded_defaults_put_prefect_and_mlflow_under_the_data_dir(tmp_path: Path) -> None:
+    settings = Settings().with_section("paths", data_dir=tmp_path / "data")
+    env: dict[str, str] = {}
+    runtime = configure_embedded(settings, env)
+    assert runtime.embedded_prefect
+    assert env["PREFECT_HOME"] == str((tmp_path / "data" / "prefect").resolve())
+    assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "60"
+    assert (
+        runtime.mlflow_tracking_uri == f"sqlite:///{(tmp_path / 'data' / 'mlflow' / 'mlflow.db').resolve()}"
+    )
+    hints = "\n".join(runtime.ui_hints())
+    assert "prefect server start" in hints and "mlflow ui --backend-store-uri sqlite:///" in hints
+
+
+def test_user_environment_wins(tmp_path: Path) -> None:
+    env = {
+        "PREFECT_API_URL": "http://127.0.0.1:4200/api",
+        "PREFECT_HOME": str(tmp_path / "home"),
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "true",
+    }
+    runtime = configure_embedded(Settings().with_section("paths", data_dir=tmp_path), env)
+    assert not runtime.embedded_prefect
+    assert env["PREFECT_HOME"] == str(tmp_path / "home") and env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"
+    assert runtime.mlflow_tracking_uri == "http://127.0.0.1:5000"
+    assert runtime.ui_hints() == ["Prefect UI:  http://127.0.0.1:4200", "MLflow UI:   http://127.0.0.1:5000"]
+
+
+def test_topk_rows_read_the_evaluation_metrics() -> None:
+    from flows.summary import topk_rows
+
+    metrics = {
+        "test": {"ngram": {"top1": 0.47, "top10": 0.87}, "lstm": {"top1": 0.5, "top3": 0.7, "top10": 0.9}},
+        "test_changes": {"lstm": {"top1": 0.1}},
+        "lstm_vs_best_baseline": {"top1": 0.03},
+        "val": {"lstm": {"top1": 1.0}},
+    }
+    assert topk_rows(metrics) == [
+        {"model": "lstm", "top1": 0.5, "top3": 0.7, "top10": 0.9},
+        {"model": "ngram", "top1": 0.47, "top10": 0.87},
+    ]
+    assert topk_rows({"test_lstm_top5": 0.25}) == [{"model": "lstm", "top5": 0.25}]
+
+
+def test_prefect_yaml_declares_the_deployments() -> None:
+    from prefect.cli.deploy._models import PrefectYamlModel
+
+    raw = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+    model = PrefectYamlModel.model_validate(raw)
+    by_name = {d.name: d for d in model.deployments}
+    assert set(by_name) == {"nightly-retrain", "on-demand", "check"}
+    nightly = by_name["nightly-retrain"]
+    assert nightly.entrypoint == "flows/pipeline.py:pipeline"
+    [schedule] = nightly.schedules
+    assert schedule.cron == "{{ $PERFSPEC_PREFECT__NIGHTLY_CRON }}"
+    assert schedule.timezone == "{{ $PERFSPEC_PREFECT__TIMEZONE }}"
+    assert (
+        by_name["on-demand"].entrypoint == "flows/collect.py:collect" and not by_name["on-demand"].schedules
+    )
+    for deployment in model.deployments:  # every entrypoint resolves to a flow object
+        module, _, attr = deployment.entrypoint.partition(":")
+        assert (REPO / module).is_file() and f"def {attr}(" in (REPO / module).read_text()
+
+
+def test_serve_deployments_take_the_schedule_from_settings() -> None:
+    sys.path.insert(0, str(REPO))
+    from deployments.serve import build_deployments
+
+    settings = Settings().with_section("prefect", nightly_cron="30 3 * * 1-5", timezone="America/Montreal")
+    deployments = {d.name: d for d in build_deployments(settings)}
+    [schedule] = deployments["nightly-retrain"].schedules
+    assert schedule.schedule.cron == "30 3 * * 1-5" and schedule.schedule.timezone == "America/Montreal"
+    assert deployments["nightly-retrain"].flow_name == "pipeline"
+    assert deployments["on-demand"].flow_name == "collect" and not deployments["on-demand"].schedules
+
+
+def test_cli_pipeline_rejects_a_missing_source_in_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("perfspec")),
+            "pipeline",
+            "--source",
+            str(tmp_path / "nope.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: file not found") and "Traceback" not in done.stderr
+
+
+def test_cli_deploy_needs_a_server() -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("perfspec")), "deploy"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 3 and "PREFECT_API_URL is not set" in done.stderr
