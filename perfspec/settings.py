@@ -65,6 +65,10 @@ class CleanSettings(_Section):
         256 * 1024 * 1024, gt=0, description="largest pretty-printed Event/EventList document read whole"
     )
     dedupe: bool = Field(True, description="merge a request's stages into one row (latest stage kept)")
+    workers: int = Field(
+        0, ge=0, description="parallel parse processes for large uncompressed JSON lines (0 = one per CPU)"
+    )
+    parallel_min_bytes: int = Field(64 * 1024 * 1024, gt=0, description="smaller files are read in-process")
 
 
 class ActionsSettings(_Section):
