@@ -1,22 +1,27 @@
 """Raw audit logs -> ``events.parquet`` + ``rejects.jsonl`` + ``summary.json`` (``perfspec clean``).
 
-How it stays fast and flat in memory: lines are read in 4 MiB blocks, each parsed once with orjson,
-and only the metadata fields are kept as one tuple per event; every ``batch_rows`` events become an
-Arrow record batch (timestamps parsed by Arrow, vectorised) written as a Parquet row group. Requests
-the API server logged at several stages are merged afterwards: each row leaves only a 64-bit hash of
-its audit ID and its stage rank in two numpy arrays (9 bytes a row), the latest stage of each request
-is chosen with one sort, and a second pass over the Parquet drops the others (skipped when there is
-nothing to drop). Outputs appear atomically, and ``summary.json`` last: its presence marks a finished
-run, so a crashed run is simply run again.
+Two passes. Pass 1 (``pass1.Collector``) streams each file into Parquet "parts" in log order, leaving
+per row only a 64-bit audit-ID hash and a stage rank; a large uncompressed JSON-lines file is split at
+line boundaries and its halves parsed by worker subprocesses (``worker.py``) in parallel. Then one sort
+of the hashes picks, for each request logged at several stages, the row of its latest stage; pass 2
+copies the kept rows of the parts, in order, into the final file (skipped when pass 1 produced one
+part and nothing is dropped: the part is renamed). Outputs appear atomically and ``summary.json``
+last: its presence marks a finished run, so a crashed run is simply run again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
+import itertools
+import json
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,61 +31,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from perfspec.audit.readers import (
-    BadDocument,
-    NotAnEvent,
-    Row,
-    csv_row,
-    event_row,
-    expand,
-    iter_documents,
-)
+from perfspec.audit.pass1 import PARQUET_OPTIONS, Collector, FileCounts, PartResult
 from perfspec.audit.rejects import RejectWriter
-from perfspec.audit.schema import (
-    EVENT_COLUMNS,
-    EVENTS_SCHEMA,
-    MAX_AUDIT_ID_CHARS,
-    STAGE_RANK,
-    TIMESTAMP_COLUMNS,
-)
-from perfspec.audit.sources import (
-    STREAM_ERRORS,
-    LineTooLong,
-    OpenedSource,
-    StreamBroken,
-    expand_sources,
-    open_source,
-)
-from perfspec.errors import InputError
+from perfspec.audit.schema import EVENTS_SCHEMA
+from perfspec.audit.sources import OpenedSource, expand_sources, line_start_after, open_source
+from perfspec.errors import EnvironmentProblem, InputError
 from perfspec.fileio import atomic_open, atomic_path, write_json_atomic
 from perfspec.settings import CleanSettings
+
+__all__ = ["CleanSummary", "FileCounts", "clean_sources"]
 
 EVENTS_FILE = "events.parquet"
 REJECTS_FILE = "rejects.jsonl"
 SUMMARY_FILE = "summary.json"
-PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "use_dictionary": True, "write_statistics": True}
-
-_STRING_TYPES = {f.name: f.type for f in EVENTS_SCHEMA}
-_STAGES = pa.array(list(STAGE_RANK))
-# Fixed odd 64-bit multipliers: the audit-ID hash is the same in every run and on every machine.
-_HASH_WEIGHTS = np.random.default_rng(0x9E3779B9).integers(
-    1, 2**63, size=MAX_AUDIT_ID_CHARS // 2 + 1, dtype=np.uint64
-) | np.uint64(1)
-
-
-@dataclass
-class FileCounts:
-    """What one input file contributed (``read == kept + duplicates + rejected`` per file too)."""
-
-    file: str
-    format: str
-    compression: str
-    read: int = 0
-    kept: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    complete: bool = True
-    error: str | None = None
 
 
 @dataclass
@@ -114,9 +77,10 @@ def clean_sources(
     """Clean audit logs into ``out_dir/{events.parquet, rejects.jsonl, summary.json}``.
 
     ``sources`` are files or directories (read in the order given; a directory's files sorted by
-    path). Raises ``InputError`` when there is nothing to clean (empty input, not an audit log,
-    every record rejected, unreadable compression); nothing is written then. A compressed file that
-    breaks midway keeps the rows read before the break and is listed in ``incomplete_files``.
+    path; files in a directory that are not audit logs are skipped and listed). Raises
+    ``InputError`` when there is nothing to clean (empty input, not an audit log, every record
+    rejected, unreadable compression); nothing is written then. A compressed file that breaks
+    midway keeps the rows read before the break and is listed in ``incomplete_files``.
     """
     out_dir = Path(out_dir)
     files = expand_sources(sources)
@@ -124,362 +88,201 @@ def clean_sources(
     with contextlib.suppress(FileNotFoundError):
         (out_dir / SUMMARY_FILE).unlink()  # no summary = no finished run
     summary = CleanSummary()
-    with (
-        atomic_path(out_dir / EVENTS_FILE) as events_tmp,
-        atomic_open(out_dir / REJECTS_FILE) as rejects_handle,
-        _scratch_path(out_dir) as stage1_tmp,
-        _progress_bar(progress, files) as advance,
-    ):
-        rejects = RejectWriter(rejects_handle, settings.reject_raw_max_chars)
-        stage = _StageOne(stage1_tmp, settings, rejects)
-        try:
-            for path, explicit in files:
-                try:
-                    source = open_source(path, settings.max_line_bytes)
-                except InputError as error:
-                    if explicit:
-                        raise
-                    summary.skipped_files.append({"file": str(path), "reason": str(error).split("\n")[0]})
-                    continue
-                with source:
-                    source.on_progress(advance)
-                    summary.files.append(stage.read_source(source))
-        finally:
-            stage.close()
-        _check_something_to_write(summary, stage, rejects, sources)
-        keep = stage.latest_stage_mask() if settings.dedupe else None
-        _write_events(stage1_tmp, events_tmp, keep, settings.batch_rows)
-        _fill_counts(summary, stage, keep, rejects)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # millions of short-lived tuples, no cycles: the cyclic GC only costs time here
+    try:
+        with (
+            atomic_path(out_dir / EVENTS_FILE) as events_tmp,
+            atomic_open(out_dir / REJECTS_FILE) as rejects_handle,
+            tempfile.TemporaryDirectory(prefix=".clean-", dir=out_dir) as work_dir,
+            _progress_bar(progress, files) as advance,
+        ):
+            rejects = RejectWriter(rejects_handle, settings.reject_raw_max_chars)
+            parts = _pass_one(files, Path(work_dir), settings, rejects, summary, advance)
+            _check_something_to_write(summary, parts, rejects, sources)
+            keep = _latest_stage_mask(parts) if settings.dedupe else None
+            _pass_two(parts, events_tmp, keep)
+            _fill_counts(summary, parts, keep, rejects)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     write_json_atomic(out_dir / SUMMARY_FILE, summary.to_dict())
     return summary
 
 
-class _StageOne:
-    """Pass 1: every readable event into a Parquet file, in log order, plus hash and stage arrays."""
-
-    def __init__(self, path: Path, settings: CleanSettings, rejects: RejectWriter) -> None:
-        self.path = path
-        self.settings = settings
-        self.rejects = rejects
-        self.writer: pq.ParquetWriter | None = None
-        self.hashes: list[np.ndarray] = []
-        self.ranks: list[np.ndarray] = []
-        self.file_rows: list[int] = []  # valid rows per file, in file order
-        self.rows: list[Row] = []
-        self.lines: list[int] = []
-        self.min_ts: Any = None
-        self.max_ts: Any = None
-        self.rejected_by_file: list[int] = []
-        self._pending_read = 0
-
-    # -- reading -------------------------------------------------------------------------------------
-    def read_source(self, source: OpenedSource) -> FileCounts:
-        counts = FileCounts(source.display, source.format, source.compression)
-        self.file_rows.append(0)
-        before = self.rejects.count
-        reader = {
-            "jsonl": self._read_jsonl,
-            "json-document": self._read_documents,
-            "logstash-csv": self._read_csv,
-            "empty": lambda source, counts: None,
-        }[source.format]
+def _pass_one(
+    files: list[tuple[Path, bool]],
+    work_dir: Path,
+    settings: CleanSettings,
+    rejects: RejectWriter,
+    summary: CleanSummary,
+    advance: Any,
+) -> list[PartResult]:
+    """Every file into parts, in order; consecutive files read in-process share one part."""
+    parts: list[PartResult] = []
+    collector: Collector | None = None
+    for path, explicit in files:
         try:
-            reader(source, counts)
-        except StreamBroken as broken:
-            self._reject(source.display, broken.next_line, "truncated-stream", broken.tail, broken.detail)
-            counts.read += 1
-            counts.complete = False
-            counts.error = broken.detail
-        self._flush(source.display)
-        counts.rejected = self.rejects.count - before
-        self.rejected_by_file.append(counts.rejected)
-        return counts
-
-    def _reject(self, file: str, line: int, reason: str, raw: Any, detail: str) -> None:
-        self.rejects.add(file, line, reason, raw, detail)
-
-    def _add_value(self, value: Any, file: str, line_no: int) -> int:
-        """Add one parsed JSON value (an Event, an EventList or an array); returns records read."""
-        try:
-            self.rows.append(event_row(value))
-            self.lines.append(line_no)
-            return 1
-        except NotAnEvent as problem:
-            items = expand(value)
-            if items is None:
-                self._reject(file, line_no, problem.reason, value, problem.detail)
-                return 1
-        for item in items:
-            try:
-                self.rows.append(event_row(item))
-                self.lines.append(line_no)
-            except NotAnEvent as problem:
-                self._reject(file, line_no, problem.reason, item, problem.detail + " (list item)")
-        return len(items)
-
-    def _read_jsonl(self, source: OpenedSource, counts: FileCounts) -> None:
-        try:
-            self._jsonl_blocks(source, counts)
-        finally:
-            counts.read += self._pending_read
-            self._pending_read = 0
-
-    def _jsonl_blocks(self, source: OpenedSource, counts: FileCounts) -> None:
-        """The hot loop: one orjson parse and one tuple per event, nothing else per line."""
-        loads = orjson.loads
-        decode_error = orjson.JSONDecodeError
-        max_line = self.settings.max_line_bytes
-        file = source.display
-        rows_append = self.rows.append
-        lines_append = self.lines.append
-        read = 0
-        for block in source.line_blocks(max_line):
-            if block.__class__ is LineTooLong:
-                self._too_long(file, block)  # type: ignore[arg-type]
-                self._pending_read += 1
-                continue
-            line_no, lines = block  # type: ignore[misc]
-            line_no -= 1
-            for line in lines:
-                line_no += 1
-                if not line:
-                    continue
-                if len(line) > max_line:
-                    self._too_long(file, LineTooLong(line_no, line[:65_536], len(line)))
-                    read += 1
-                    continue
-                try:
-                    value = loads(line)
-                except decode_error as exc:
-                    if line.isspace():
-                        continue
-                    self._reject(file, line_no, "invalid-json", line, str(exc))
-                    read += 1
-                    continue
-                try:
-                    rows_append(event_row(value))
-                    lines_append(line_no)
-                    read += 1
-                except NotAnEvent:
-                    read += self._add_value(value, file, line_no)
-            self._pending_read += read
-            read = 0
-            if len(self.rows) >= self.settings.batch_rows:
-                self._flush(file)
-                rows_append = self.rows.append
-                lines_append = self.lines.append
-
-    def _too_long(self, file: str, marker: LineTooLong) -> None:
-        self._reject(
-            file,
-            marker.line_no,
-            "line-too-long",
-            marker.prefix,
-            f"{marker.length} bytes, over max_line_bytes={self.settings.max_line_bytes}",
-        )
-
-    def _read_documents(self, source: OpenedSource, counts: FileCounts) -> None:
-        file = source.display
-        last_line = 1
-        documents = iter_documents(source.byte_blocks(), self.settings.max_document_bytes)
-        try:
-            for line_no, value in documents:
-                last_line = line_no
-                if value.__class__ is BadDocument:
-                    self._reject(file, line_no, "invalid-json", value.text, value.detail)
-                    counts.read += 1
-                else:
-                    counts.read += self._add_value(value, file, line_no)
-                if len(self.rows) >= self.settings.batch_rows:
-                    self._flush(file)
-        except STREAM_ERRORS as exc:
-            detail = f"{source.compression} stream is broken after the document at line {last_line} ({exc})"
-            raise StreamBroken(last_line + 1, b"", detail) from exc
-
-    def _read_csv(self, source: OpenedSource, counts: FileCounts) -> None:
-        file = source.display
-        max_line = self.settings.max_line_bytes
-        for block in source.line_blocks(max_line):
-            if block.__class__ is LineTooLong:
-                self._too_long(file, block)  # type: ignore[arg-type]
-                counts.read += 1
-                continue
-            line_no, lines = block  # type: ignore[misc]
-            for offset, line in enumerate(lines):
-                if not line.strip():
-                    continue
-                counts.read += 1
-                try:
-                    text = line.decode("utf-8").rstrip("\r")
-                    self.rows.append(csv_row(text))
-                    self.lines.append(line_no + offset)
-                except UnicodeDecodeError as exc:
-                    self._reject(file, line_no + offset, "bad-encoding", line, str(exc))
-                except NotAnEvent as problem:
-                    self._reject(file, line_no + offset, problem.reason, line, problem.detail)
-            if len(self.rows) >= self.settings.batch_rows:
-                self._flush(file)
-
-    # -- writing -------------------------------------------------------------------------------------
-    def _flush(self, file: str) -> None:
-        """Turn the buffered rows into a record batch (a Parquet row group) and record hashes/ranks."""
-        if not self.rows:
-            return
-        rows, lines = self.rows, self.lines
-        try:
-            arrays = _column_arrays(rows)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
-            rows, lines = self._drop_bad_rows(file, rows, lines)
-            arrays = _column_arrays(rows) if rows else None
-        self.rows = []
-        self.lines = []
-        if arrays is None:
-            return
-        received = arrays[EVENT_COLUMNS.index("request_received_at")]
-        missing = received.is_null()
-        if missing.true_count:
-            for index in np.flatnonzero(missing.to_numpy(zero_copy_only=False)):
-                row = dict(zip(EVENT_COLUMNS, rows[index], strict=True))
-                self._reject(file, lines[index], "missing-timestamp", row, "no requestReceivedTimestamp")
-            keep_mask = pc.invert(missing)
-            arrays = [a.filter(keep_mask) for a in arrays]
-            lines = [line for line, bad in zip(lines, missing.to_pylist(), strict=True) if not bad]
-            rows = [row for row, bad in zip(rows, missing.to_pylist(), strict=True) if not bad]
-            if not lines:
-                return
-        count = len(lines)
-        arrays.append(pa.array([file] * count, pa.string()))
-        arrays.append(pa.array(lines, pa.int64()))
-        batch = pa.RecordBatch.from_arrays(arrays, schema=EVENTS_SCHEMA)
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, EVENTS_SCHEMA, **PARQUET_OPTIONS)
-        self.writer.write_table(pa.Table.from_batches([batch]), row_group_size=count)
-        self.hashes.append(hash_audit_ids([row[0] for row in rows]))
-        self.ranks.append(pc.index_in(batch.column(1), value_set=_STAGES).to_numpy().astype(np.int8))
-        self.file_rows[-1] += count
-        low, high = pc.min_max(received.filter(pc.invert(missing))).values()
-        if low.is_valid:
-            self.min_ts = low if self.min_ts is None or low.value < self.min_ts.value else self.min_ts
-            self.max_ts = high if self.max_ts is None or high.value > self.max_ts.value else self.max_ts
-
-    def _drop_bad_rows(self, file: str, rows: list[Row], lines: list[int]) -> tuple[list[Row], list[int]]:
-        """Slow path, only for a batch Arrow refused: find the offending rows one by one, reject them."""
-        good_rows: list[Row] = []
-        good_lines: list[int] = []
-        for row, line in zip(rows, lines, strict=True):
-            problem = _row_problem(row)
-            if problem is None:
-                good_rows.append(row)
-                good_lines.append(line)
-            else:
-                reason, detail = problem
-                self._reject(file, line, reason, dict(zip(EVENT_COLUMNS, row, strict=True)), detail)
-        return good_rows, good_lines
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-    # -- merging stages ------------------------------------------------------------------------------
-    @property
-    def valid_rows(self) -> int:
-        return sum(self.file_rows)
-
-    def latest_stage_mask(self) -> np.ndarray:
-        """True for the row to keep of each request: its latest stage, the first such record on ties."""
-        hashes = np.concatenate(self.hashes) if self.hashes else np.empty(0, np.uint64)
-        ranks = np.concatenate(self.ranks) if self.ranks else np.empty(0, np.int8)
-        self.hashes, self.ranks = [], []
-        order = np.lexsort((np.arange(len(hashes)), -ranks.astype(np.int16), hashes))
-        sorted_hashes = hashes[order]
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = sorted_hashes[1:] != sorted_hashes[:-1]
-        keep = np.zeros(len(order), dtype=bool)
-        keep[order[first]] = True
-        return keep
-
-
-def _column_arrays(rows: list[Row]) -> list[pa.Array]:
-    """Arrow arrays for the event columns; raises if any value has the wrong type or timestamp format."""
-    columns = list(zip(*rows, strict=True))
-    arrays: list[pa.Array] = []
-    for name, values in zip(EVENT_COLUMNS, columns, strict=True):
-        if name in TIMESTAMP_COLUMNS:
-            arrays.append(_timestamps(pa.array(values, pa.string())))
-        else:
-            arrays.append(pa.array(values, _STRING_TYPES[name]))
-    return arrays
-
-
-def _timestamps(strings: pa.Array) -> pa.Array:
-    """RFC 3339 strings -> timestamp[us, UTC]; nanosecond fractions (older API servers) are truncated."""
-    try:
-        return strings.cast(pa.timestamp("us", tz="UTC"))
-    except pa.ArrowInvalid:
-        return strings.cast(pa.timestamp("ns", tz="UTC")).cast(pa.timestamp("us", tz="UTC"), safe=False)
-
-
-def _row_problem(row: Row) -> tuple[str, str] | None:
-    for name, value in zip(EVENT_COLUMNS, row, strict=True):
-        if value is None:
+            source = open_source(path, settings.max_line_bytes)
+        except InputError as error:
+            if explicit:
+                raise
+            summary.skipped_files.append({"file": str(path), "reason": str(error).split("\n")[0]})
             continue
-        try:
-            if name in TIMESTAMP_COLUMNS:
-                _timestamps(pa.array([value], pa.string()))
+        with source:
+            source.on_progress(advance)
+            ranges = _parallel_ranges(source, settings)
+            if ranges:
+                if collector is not None:
+                    parts.append(collector.close())
+                    collector = None
+                counts, file_parts = _clean_in_workers(source, ranges, work_dir, settings, rejects)
+                parts.extend(file_parts)
+                if advance is not None:
+                    advance(source.size)
             else:
-                pa.array([value], _STRING_TYPES[name])
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
-            return ("bad-field", f"{name}={value!r:.80} is not a valid {_STRING_TYPES[name]}")
-    return None
+                if collector is None:
+                    collector = Collector(work_dir / f"part-{len(parts):04d}.parquet", settings, rejects)
+                counts = collector.read_source(source)
+        summary.files.append(counts)
+    if collector is not None:
+        parts.append(collector.close())
+    return parts
 
 
-def hash_audit_ids(ids: Sequence[str]) -> np.ndarray:
-    """64-bit hashes of audit IDs, vectorised: a fixed random linear form over UTF-32 code units
-    (two per 64-bit word), mixed with the length and finalised with splitmix64. Equal IDs always get
-    equal hashes; two distinct IDs collide with probability about 2**-64."""
-    chars = np.asarray(ids, dtype=np.str_)
-    count = chars.shape[0]
-    width = chars.dtype.itemsize // 4
-    codes = chars.view(np.uint32).reshape(count, width)
-    if width % 2:
-        codes = np.concatenate([codes, np.zeros((count, 1), np.uint32)], axis=1)
-    words = np.ascontiguousarray(codes).view(np.uint64)
-    hashed = words @ _HASH_WEIGHTS[: words.shape[1]]
-    hashed ^= np.char.str_len(chars).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-    hashed ^= hashed >> np.uint64(30)
-    hashed *= np.uint64(0xBF58476D1CE4E5B9)
-    hashed ^= hashed >> np.uint64(27)
-    hashed *= np.uint64(0x94D049BB133111EB)
-    hashed ^= hashed >> np.uint64(31)
-    return hashed
+def _parallel_ranges(source: OpenedSource, settings: CleanSettings) -> list[tuple[int, int]]:
+    """Byte ranges, split at line starts, for worker processes; [] to read the file in-process."""
+    workers = settings.workers or os.cpu_count() or 1
+    if workers < 2 or source.compression != "none" or source.format != "jsonl":
+        return []
+    if source.size < settings.parallel_min_bytes:
+        return []
+    bounds = [0]
+    for i in range(1, workers):
+        start = line_start_after(source.path, source.size * i // workers, source.size)
+        if start is None or start <= bounds[-1]:
+            break
+        bounds.append(start)
+    bounds.append(source.size)
+    return list(itertools.pairwise(bounds)) if len(bounds) > 2 else []
 
 
-def _write_events(stage1: Path, target: Path, keep: np.ndarray | None, batch_rows: int) -> None:
-    """Final ``events.parquet``: stage 1 itself when nothing is dropped, else its kept rows."""
-    if keep is None or keep.all():
-        os.replace(stage1, target)
+def _clean_in_workers(
+    source: OpenedSource,
+    ranges: list[tuple[int, int]],
+    work_dir: Path,
+    settings: CleanSettings,
+    rejects: RejectWriter,
+) -> tuple[FileCounts, list[PartResult]]:
+    """Pass 1 of one file by several worker subprocesses, one byte range each, then stitched in order."""
+    jobs = []
+    for index, (start, end) in enumerate(ranges):
+        job_dir = Path(tempfile.mkdtemp(prefix=f"worker{index}-", dir=work_dir))
+        request = {
+            "path": str(source.path),
+            "display": source.display,
+            "start": start,
+            "end": end,
+            "settings": settings.model_dump(mode="json"),
+            "out_dir": str(job_dir),
+        }
+        stderr = open(job_dir / "stderr.txt", "wb")  # noqa: SIM115 - closed below
+        process = subprocess.Popen(
+            [sys.executable, "-m", "perfspec.audit.worker", json.dumps(request)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        jobs.append((process, job_dir, stderr))
+    failures = []
+    for process, job_dir, stderr in jobs:
+        code = process.wait()
+        stderr.close()
+        if code != 0:
+            tail = (job_dir / "stderr.txt").read_text(errors="replace").strip().splitlines()[-3:]
+            failures.append(f"exit {code}: {' | '.join(tail)}")
+    if failures:
+        raise EnvironmentProblem(
+            f"{source.display}: a parallel cleaning worker failed ({failures[0]})",
+            hint="re-run with --workers 1 to clean in one process",
+        )
+    counts = FileCounts(source.display, source.format, source.compression)
+    parts: list[PartResult] = []
+    line_offset = 0
+    for _, job_dir, _ in jobs:
+        result = json.loads((job_dir / "result.json").read_text())
+        parts.append(
+            PartResult(
+                path=job_dir / "part.parquet" if result["rows"] else None,
+                rows=result["rows"],
+                hashes=np.load(job_dir / "hashes.npy"),
+                ranks=np.load(job_dir / "ranks.npy"),
+                min_ts_us=result["min_ts_us"],
+                max_ts_us=result["max_ts_us"],
+                line_offset=line_offset,
+            )
+        )
+        with open(job_dir / "rejects.jsonl", "rb") as handle:
+            for line in handle:
+                record = orjson.loads(line)
+                record["line"] += line_offset
+                rejects.append_record(record)
+        counts.read += result["read"]
+        counts.rejected += result["rejected"]
+        line_offset += result["lines"]
+    parts[0].file_rows = [sum(p.rows for p in parts)]  # one entry per file, on the file's first part
+    return counts, parts
+
+
+def _latest_stage_mask(parts: list[PartResult]) -> np.ndarray:
+    """True for the row to keep of each request: its latest stage, the first such record on ties."""
+    hashes = np.concatenate([p.hashes for p in parts]) if parts else np.empty(0, np.uint64)
+    ranks = np.concatenate([p.ranks for p in parts]) if parts else np.empty(0, np.int8)
+    for part in parts:
+        part.hashes = part.ranks = np.empty(0)
+    order = np.lexsort((np.arange(len(hashes)), -ranks.astype(np.int16), hashes))
+    del ranks
+    sorted_hashes = hashes[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = sorted_hashes[1:] != sorted_hashes[:-1]
+    keep = np.zeros(len(order), dtype=bool)
+    keep[order[first]] = True
+    return keep
+
+
+def _pass_two(parts: list[PartResult], target: Path, keep: np.ndarray | None) -> None:
+    """The final ``events.parquet``: the kept rows of every part, in order, line numbers made absolute."""
+    filled = [p for p in parts if p.path is not None]
+    if len(filled) == 1 and filled[0].line_offset == 0 and (keep is None or keep.all()):
+        os.replace(filled[0].path, target)  # type: ignore[arg-type]
         return
-    parquet = pq.ParquetFile(stage1)
     offset = 0
     with pq.ParquetWriter(target, EVENTS_SCHEMA, **PARQUET_OPTIONS) as writer:
-        for group in range(parquet.num_row_groups):
-            table = parquet.read_row_group(group)
-            mask = keep[offset : offset + table.num_rows]
-            offset += table.num_rows
-            kept = table.filter(pa.array(mask))
-            if kept.num_rows:
-                writer.write_table(kept, row_group_size=max(kept.num_rows, 1))
-    parquet.close()
+        for part in parts:
+            if part.path is None:
+                continue
+            parquet = pq.ParquetFile(part.path)
+            for group in range(parquet.num_row_groups):
+                table = parquet.read_row_group(group)
+                if keep is not None:
+                    table = table.filter(pa.array(keep[offset : offset + table.num_rows]))
+                offset += parquet.metadata.row_group(group).num_rows
+                if part.line_offset:
+                    columns = table.columns
+                    columns[-1] = pc.add(columns[-1], pa.scalar(part.line_offset, pa.int64()))
+                    table = pa.Table.from_arrays(columns, schema=EVENTS_SCHEMA)
+                if table.num_rows:
+                    writer.write_table(table, row_group_size=table.num_rows)
+            parquet.close()
 
 
 def _check_something_to_write(
-    summary: CleanSummary, stage: _StageOne, rejects: RejectWriter, sources: Sequence[Path]
+    summary: CleanSummary, parts: list[PartResult], rejects: RejectWriter, sources: Sequence[Path]
 ) -> None:
+    if sum(p.rows for p in parts):
+        return
     names = ", ".join(str(s) for s in sources)
     read = sum(f.read for f in summary.files)
-    if stage.valid_rows:
-        return
     broken = [f for f in summary.files if not f.complete]
     if broken and read == len(broken):
         raise InputError(
@@ -502,10 +305,14 @@ def _check_something_to_write(
 
 
 def _fill_counts(
-    summary: CleanSummary, stage: _StageOne, keep: np.ndarray | None, rejects: RejectWriter
+    summary: CleanSummary, parts: list[PartResult], keep: np.ndarray | None, rejects: RejectWriter
 ) -> None:
+    """Per-file kept/duplicates from the mask; totals; reject reasons; the time range."""
+    rows_per_file: list[int] = []
+    for part in parts:
+        rows_per_file.extend(part.file_rows)
     offset = 0
-    for counts, rows in zip(summary.files, stage.file_rows, strict=True):
+    for counts, rows in zip(summary.files, rows_per_file, strict=True):
         kept = int(keep[offset : offset + rows].sum()) if keep is not None else rows
         offset += rows
         counts.kept = kept
@@ -515,21 +322,15 @@ def _fill_counts(
     summary.duplicates = sum(f.duplicates for f in summary.files)
     summary.rejected = rejects.count
     summary.reject_reasons = dict(sorted(rejects.reasons.items()))
-    if stage.min_ts is not None:
-        summary.first_request_at = stage.min_ts.as_py().isoformat()
-        summary.last_request_at = stage.max_ts.as_py().isoformat()
+    lows = [p.min_ts_us for p in parts if p.min_ts_us is not None]
+    highs = [p.max_ts_us for p in parts if p.max_ts_us is not None]
+    if lows:
+        summary.first_request_at = _iso(min(lows))
+        summary.last_request_at = _iso(max(highs))
 
 
-@contextlib.contextmanager
-def _scratch_path(directory: Path) -> Iterator[Path]:
-    """A temp file next to the outputs (same disk), always removed at the end."""
-    fd, name = tempfile.mkstemp(prefix=".events.stage1.", suffix=".parquet", dir=directory)
-    os.close(fd)
-    try:
-        yield Path(name)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name)
+def _iso(micros: int) -> str:
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)).isoformat()
 
 
 @contextlib.contextmanager

@@ -66,6 +66,14 @@ class RejectWriter:
         self.reasons: Counter[str] = Counter()
         self.first: dict[str, Any] | None = None
 
+    def append_record(self, record: dict[str, Any]) -> None:
+        """Copy a record another writer already made (a parallel worker's), e.g. with its line fixed."""
+        self._handle.write(orjson.dumps(record) + b"\n")
+        self.count += 1
+        self.reasons[record["reason"]] += 1
+        if self.first is None:
+            self.first = record
+
     def add(self, file: str, line: int, reason: str, raw: bytes | str | Any, detail: str = "") -> None:
         """Record one reject. ``reason`` is a short code; ``detail`` says what exactly was wrong."""
         record = {

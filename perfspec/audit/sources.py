@@ -137,48 +137,105 @@ class OpenedSource:
                 return
 
     def line_blocks(self, max_line_bytes: int) -> Iterator[tuple[int, list[bytes]] | LineTooLong]:
-        """Yield ``(number of the first line, lines)`` blocks and ``LineTooLong`` markers, in order.
+        """Lines of the whole file in blocks; see ``split_lines``."""
+        return split_lines(self.byte_blocks(), max_line_bytes, self._describe)
 
-        Lines exclude their ``\\n``; blank lines are included (numbering stays right). A final line
-        without a newline is included. Raises ``StreamBroken`` if decompression fails midway.
-        """
-        carry = b""
-        line_no = 1
-        skipping: LineTooLong | None = None
-        blocks = self.byte_blocks()
-        while True:
-            try:
-                block = next(blocks)
-            except StopIteration:
-                break
-            except STREAM_ERRORS as exc:
-                if skipping is not None:
-                    yield skipping
-                    line_no += 1
-                    carry = b""
-                raise StreamBroken(line_no, carry, _describe_stream_error(self, exc)) from exc
+    def _describe(self, exc: BaseException) -> str:
+        return _describe_stream_error(self, exc)
+
+
+def range_blocks(path: Path, start: int, end: int) -> Iterator[bytes]:
+    """Blocks of the byte range ``[start, end)`` of an uncompressed file (for parallel workers)."""
+    with open(path, "rb", buffering=0) as handle:
+        handle.seek(start)
+        left = end - start
+        while left > 0:
+            block = handle.read(min(BLOCK_BYTES, left))
+            if not block:
+                return
+            left -= len(block)
+            yield block
+
+
+def split_lines(
+    blocks: Iterator[bytes], max_line_bytes: int, describe: Callable[[BaseException], str] = str
+) -> Iterator[tuple[int, list[bytes]] | LineTooLong]:
+    """Yield ``(number of the first line, lines)`` blocks and ``LineTooLong`` markers, in order.
+
+    Lines exclude their ``\\n``; blank lines are included (numbering stays right). A final line
+    without a newline is included. Raises ``StreamBroken`` if decompression fails midway.
+    """
+    carry = b""
+    line_no = 1
+    skipping: LineTooLong | None = None
+    while True:
+        try:
+            block = next(blocks)
+        except StopIteration:
+            break
+        except STREAM_ERRORS as exc:
             if skipping is not None:
-                newline = block.find(b"\n")
-                if newline < 0:
-                    skipping = LineTooLong(skipping.line_no, skipping.prefix, skipping.length + len(block))
-                    continue
-                yield LineTooLong(skipping.line_no, skipping.prefix, skipping.length + newline)
-                skipping = None
+                yield skipping
                 line_no += 1
-                block = block[newline + 1 :]
-            data = carry + block if carry else block
-            lines = data.split(b"\n")
-            carry = lines.pop()
-            if lines:
-                yield line_no, lines
-                line_no += len(lines)
-            if len(carry) > max_line_bytes:
-                skipping = LineTooLong(line_no, carry[:SNIFF_BYTES], len(carry))
                 carry = b""
+            raise StreamBroken(line_no, carry, describe(exc)) from exc
         if skipping is not None:
-            yield skipping
-        elif carry:
-            yield line_no, [carry]
+            newline = block.find(b"\n")
+            if newline < 0:
+                skipping = LineTooLong(skipping.line_no, skipping.prefix, skipping.length + len(block))
+                continue
+            yield LineTooLong(skipping.line_no, skipping.prefix, skipping.length + newline)
+            skipping = None
+            line_no += 1
+            block = block[newline + 1 :]
+        data = carry + block if carry else block
+        lines = data.split(b"\n")
+        carry = lines.pop()
+        if len(data) > max_line_bytes and any(len(line) > max_line_bytes for line in lines):
+            yield from _with_markers(line_no, lines, max_line_bytes)
+            line_no += len(lines)
+        elif lines:
+            yield line_no, lines
+            line_no += len(lines)
+        if len(carry) > max_line_bytes:
+            skipping = LineTooLong(line_no, carry[:SNIFF_BYTES], len(carry))
+            carry = b""
+    if skipping is not None:
+        yield skipping
+    elif carry:
+        yield line_no, [carry]
+
+
+def _with_markers(
+    line_no: int, lines: list[bytes], max_line_bytes: int
+) -> Iterator[tuple[int, list[bytes]] | LineTooLong]:
+    """Split a block's lines around the ones over the limit, which become ``LineTooLong`` markers."""
+    start = 0
+    for index, line in enumerate(lines):
+        if len(line) > max_line_bytes:
+            if index > start:
+                yield line_no + start, lines[start:index]
+            yield LineTooLong(line_no + index, line[:SNIFF_BYTES], len(line))
+            start = index + 1
+    if start < len(lines):
+        yield line_no + start, lines[start:]
+
+
+def line_start_after(path: Path, offset: int, limit: int) -> int | None:
+    """The offset of the first line that starts at or after ``offset`` (None if none before ``limit``)."""
+    with open(path, "rb") as handle:
+        handle.seek(max(offset - 1, 0))
+        position = max(offset - 1, 0)
+        while position < limit:
+            block = handle.read(1 << 20)
+            if not block:
+                return None
+            newline = block.find(b"\n")
+            if newline >= 0:
+                start = position + newline + 1
+                return start if start < limit else None
+            position += len(block)
+    return None
 
 
 def expand_sources(sources: Sequence[Path]) -> list[tuple[Path, bool]]:
@@ -291,15 +348,15 @@ def sniff_format(head: bytes, path: Path, max_line_bytes: int, compressed: bool 
     first = stripped[:1]
     if first in (b"{", b"["):
         complete = body.split(b"\n")[:-1]
-        if not complete:
-            return "jsonl"  # one long line (or a one-line file): JSON lines
-        for line in [ln for ln in complete if ln.strip()][:5]:
-            try:
-                orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            return "jsonl"
-        return "json-document"
+        lines = [ln for ln in complete if ln.strip()]
+        if not lines:
+            return "jsonl"  # one long first line (or a one-line file): JSON lines
+        first_line = lines[0]
+        try:
+            orjson.loads(first_line)  # JSON lines: the first line is a whole value
+        except orjson.JSONDecodeError:
+            return "json-document"  # pretty-printed (or a corrupt first line: documents resync per line)
+        return "jsonl"
     first_line = stripped.split(b"\n", 1)[0].decode("utf-8", "replace")
     try:
         row = next(csv.reader(io.StringIO(first_line)))

@@ -1,0 +1,91 @@
+"""A parallel cleaning worker: pass 1 over one byte range of a large uncompressed JSON-lines file.
+
+Run as ``python -m perfspec.audit.worker '<json request>'`` by ``clean._clean_in_workers``; a plain
+subprocess (not multiprocessing) so it works the same from the CLI, pytest or a Prefect worker. It
+writes into ``out_dir``: ``part.parquet``, ``rejects.jsonl`` (line numbers relative to the range),
+``hashes.npy``, ``ranks.npy`` and, last, ``result.json`` (counts, lines in the range, time range).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class _NoPandas:
+    """A meta-path finder that refuses ``pandas`` (used only around pyarrow's probe)."""
+
+    @staticmethod
+    def find_spec(name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ImportError("pandas probe skipped")
+        return None
+
+
+def skip_pandas_probe() -> None:
+    """Skip pyarrow's one-time pandas import (~0.7 s) in a process that never hands it pandas objects.
+
+    pyarrow imports pandas the first time it converts Python objects, only to ask whether they are
+    pandas objects. Making that probe's import fail once caches "no pandas objects here" inside
+    pyarrow; the import system is restored, so an explicit ``import pandas`` later still works.
+    """
+    if "pandas" in sys.modules:
+        return
+    import pyarrow as pa
+
+    blocker = _NoPandas()
+    sys.meta_path.insert(0, blocker)  # type: ignore[arg-type]
+    try:
+        pa.array([0])
+    finally:
+        sys.meta_path.remove(blocker)  # type: ignore[arg-type]
+
+
+def _counting(blocks: Iterator[bytes], tally: list[int]) -> Iterator[bytes]:
+    for block in blocks:
+        tally[0] += block.count(b"\n")
+        yield block
+
+
+def run(request: dict) -> None:
+    skip_pandas_probe()
+    import numpy as np
+
+    from perfspec.audit.pass1 import Collector, FileCounts
+    from perfspec.audit.rejects import RejectWriter
+    from perfspec.audit.sources import range_blocks, split_lines
+    from perfspec.fileio import write_json_atomic
+    from perfspec.settings import CleanSettings
+
+    gc.disable()
+    settings = CleanSettings.model_validate(request["settings"])
+    out = Path(request["out_dir"])
+    newlines = [0]
+    counts = FileCounts(request["display"], "jsonl", "none")
+    with open(out / "rejects.jsonl", "wb") as handle:
+        rejects = RejectWriter(handle, settings.reject_raw_max_chars)
+        collector = Collector(out / "part.parquet", settings, rejects)
+        collector.begin_file()
+        blocks = _counting(range_blocks(Path(request["path"]), request["start"], request["end"]), newlines)
+        collector.read_jsonl_lines(split_lines(blocks, settings.max_line_bytes), request["display"], counts)
+        part = collector.close()
+    np.save(out / "hashes.npy", part.hashes)
+    np.save(out / "ranks.npy", part.ranks)
+    write_json_atomic(
+        out / "result.json",
+        {
+            "read": counts.read,
+            "rejected": rejects.count,
+            "rows": part.rows,
+            "lines": newlines[0],
+            "min_ts_us": part.min_ts_us,
+            "max_ts_us": part.max_ts_us,
+        },
+    )
+
+
+if __name__ == "__main__":
+    run(json.loads(sys.argv[1]))
