@@ -11,6 +11,8 @@ as the run tag ``champion_decision`` (``promoted``/``kept``) with the reason in 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tempfile
 import warnings
@@ -177,21 +179,23 @@ def log_run(settings: Settings, dataset: Dataset, run_dir: Path, metrics: dict) 
         model = keras.models.load_model(run_dir / "model.keras", compile=False)
         example = x_test[:2] if len(x_test) else x_train[:2]
         signature = infer_signature(example, np.asarray(model(example, training=False)))
-        info = mlflow.models.Model.log(
-            artifact_path=None,
-            name=MODEL_ARTIFACT,
-            flavor=_KerasFlavor,
-            flavor_name="mlflow.keras",
-            model=model,
-            signature=signature,
-            input_example=example,
-            pip_requirements=pip_requirements(),
-            metadata={
-                "vocab": dataset.vocab.to_json(),
-                "window": dataset.window,
-                TAG_FINGERPRINT: dataset.fingerprint,
-            },
-        )
+        # MLflow checks the input example by running the model; keep Keras' progress bar off our stdout
+        with contextlib.redirect_stdout(io.StringIO()):
+            info = mlflow.models.Model.log(
+                artifact_path=None,
+                name=MODEL_ARTIFACT,
+                flavor=_KerasFlavor,
+                flavor_name="mlflow.keras",
+                model=model,
+                signature=signature,
+                input_example=example,
+                pip_requirements=pip_requirements(),
+                metadata={
+                    "vocab": dataset.vocab.to_json(),
+                    "window": dataset.window,
+                    TAG_FINGERPRINT: dataset.fingerprint,
+                },
+            )
         mlflow.set_tag(TAG_MODEL_URI, info.model_uri)
     return run_id
 
