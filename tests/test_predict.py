@@ -119,6 +119,7 @@ def test_single_window_latency_is_well_under_a_millisecond(tmp_path: Path) -> No
     assert float(np.median(timings)) < 0.002  # target is < 1 ms; slack for a loaded CI machine
 
 
+@pytest.mark.slow
 def test_cli_predict_json_on_a_run_dir(tmp_path: Path) -> None:
     _saved_model(tmp_path)
     env = {**os.environ, "PERFSPEC_PATHS__DATA_DIR": str(tmp_path / "data")}
