@@ -58,7 +58,7 @@ class PathsSettings(_Section):
 class CleanSettings(_Section):
     """Raw audit events -> events.parquet."""
 
-    batch_rows: int = Field(65_536, gt=0, description="rows buffered before a Parquet row group is written")
+    batch_rows: int = Field(16_384, gt=0, description="rows buffered before a Parquet row group is written")
     max_line_bytes: int = Field(8 * 1024 * 1024, gt=0, description="longer lines are rejected, not parsed")
     reject_raw_max_chars: int = Field(4_096, gt=0, description="raw text kept per reject in rejects.jsonl")
     max_document_bytes: int = Field(
