@@ -156,7 +156,8 @@ class CollectSettings(_Section):
         60.0, ge=0, description="extra wall time a helm call gets beyond its --timeout before it is killed"
     )
     mode: Literal["batch", "pairwise"] = Field(
-        "batch", description="batch: install every chart, then uninstall each (the paper); pairwise: one by one"
+        "batch",
+        description="batch: install every chart, then uninstall each (the paper); pairwise: one by one",
     )
     skip: tuple[str, ...] = Field((), description="chart names (or repo/name) left out of the campaign")
     limit: int | None = Field(None, gt=0, description="only the first N charts (after skip and shuffle)")
