@@ -49,6 +49,9 @@ def markdown_summary(result: PipelineResult, ui_hint: str | None = None) -> str:
         lines.append(
             f"- events: read {c.read}, kept {c.kept}, duplicates {c.duplicates}, rejected {c.rejected}"
         )
+        if c.incomplete_files:
+            ended_early = ", ".join(f"`{f}`" for f in c.incomplete_files)
+            lines.append(f"- **warning**: truncated or corrupt, events before the break kept: {ended_early}")
     if prepared.actions:
         lines.append(f"- actions: {prepared.actions.actions} ({prepared.actions.distinct} distinct)")
     d = prepared.dataset

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from prefect import get_run_logger
+
 from perfspec.fileio import sha256_file
 from perfspec.settings import ActionsSettings, CleanSettings, DatasetSettings, get_settings
 from tasks.policy import content_cache_key, perfspec_task
@@ -21,7 +23,15 @@ def clean_audit_logs(sources: list[str], out_dir: str, settings: CleanSettings) 
     from perfspec.audit.clean import clean_sources
 
     out = Path(out_dir)
-    clean_sources([Path(s) for s in sources], out, settings)
+    summary = clean_sources([Path(s) for s in sources], out, settings)
+    incomplete = [f.file for f in summary.incomplete_files]
+    if incomplete:
+        # Same rule as `perfspec clean`: keep what was read before the break, but say so loudly.
+        get_run_logger().warning(
+            "%d input file(s) ended early (truncated or corrupt); the events before the break were kept: %s",
+            len(incomplete),
+            ", ".join(incomplete),
+        )
     counts = json.loads((out / "summary.json").read_text())
     events = out / "events.parquet"
     return CleanOutput(
@@ -32,6 +42,7 @@ def clean_audit_logs(sources: list[str], out_dir: str, settings: CleanSettings) 
         kept=int(counts["kept"]),
         duplicates=int(counts["duplicates"]),
         rejected=int(counts["rejected"]),
+        incomplete_files=incomplete,
     )
 
 
@@ -40,9 +51,8 @@ def clean_audit_logs(sources: list[str], out_dir: str, settings: CleanSettings) 
 )
 def build_actions_task(events: str, out_dir: str, settings: ActionsSettings) -> ActionsOutput:
     """``events.parquet`` -> ``actions.txt`` / ``actions.parquet`` + the distribution report."""
-    from perfspec.actions.report import write_distribution_report
-
     from perfspec.actions import build_actions
+    from perfspec.actions.report import write_distribution_report
 
     out = Path(out_dir)
     actions_txt = out / "actions.txt"

@@ -27,6 +27,7 @@ class CleanOutput(_Record):
     kept: int
     duplicates: int
     rejected: int
+    incomplete_files: list[str] = []
 
     def outputs(self) -> list[str]:
         return [self.events]

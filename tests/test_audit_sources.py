@@ -107,6 +107,16 @@ def test_missing_paths_and_empty_directories(tmp_path: Path) -> None:
     assert [p.name for p, _ in expand_sources([tmp_path / "dir"])] == ["a.log", "b.log"]
 
 
+def test_a_campaign_directory_reads_only_its_audit_logs(tmp_path: Path) -> None:
+    """raw/<campaign>/ also holds what collect/receive/tail-audit write; those are not audit events."""
+    campaign = tmp_path / "campaign"
+    campaign.mkdir()
+    for name in ("manifest.json", "labels.jsonl", "receiver-rejects.jsonl", "tail-state.json"):
+        (campaign / name).write_text("{}\n")
+    (campaign / "audit-000001.jsonl").write_text("x")
+    assert [p.name for p, _ in expand_sources([campaign])] == ["audit-000001.jsonl"]
+
+
 def test_documents_stream_one_at_a_time_with_line_numbers() -> None:
     text = b'{\n "a": 1\n}\n{"b": [1,\n 2]}\n  [3]\n{"broken": \n'
     blocks = iter(text[i : i + 5] for i in range(0, len(text), 5))  # tiny blocks: documents span them

@@ -38,7 +38,18 @@ _MAGIC: tuple[tuple[bytes, Compression], ...] = (
 )
 _UNSUPPORTED_MAGIC = {b"\x28\xb5\x2f\xfd": "zstd", b"PK\x03\x04": "zip", b"7z\xbc\xaf": "7z"}
 #: Names skipped when a directory is expanded (campaign manifests live next to the logs).
-_SKIP_NAMES = {"manifest.json", "readme.md", "readme.txt", "license", "license.txt"}
+# Files a directory may hold beside its audit logs: docs, and what `perfspec collect`/`receive`/`tail-audit`
+# write next to the raw events in raw/<campaign>/ (manifest, labels, receiver rejects, tailer state).
+_SKIP_NAMES = {
+    "manifest.json",
+    "labels.jsonl",
+    "receiver-rejects.jsonl",
+    "tail-state.json",
+    "readme.md",
+    "readme.txt",
+    "license",
+    "license.txt",
+}
 
 #: What a broken compressed stream raises while being read.
 STREAM_ERRORS: tuple[type[BaseException], ...] = (EOFError, OSError, lzma.LZMAError, zlib.error)
