@@ -13,8 +13,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from perfspec.errors import InputError
 
 
 class _Section(BaseModel):
@@ -212,7 +214,10 @@ class Settings(BaseSettings):
         """A copy with some fields of one section replaced (how CLI flags override env/defaults)."""
         current: BaseModel = getattr(self, section)
         clean_updates = {k: v for k, v in updates.items() if v is not None}
-        new_section = current.model_validate({**current.model_dump(), **clean_updates})
+        try:
+            new_section = current.model_validate({**current.model_dump(), **clean_updates})
+        except ValidationError as error:
+            raise _invalid(error, f"--{{field}} (settings {section}.{{field}})") from None
         return self.model_copy(update={section: new_section})
 
     @property
@@ -234,4 +239,18 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Settings from defaults + environment, read once per process."""
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise _invalid(error, "PERFSPEC_{FIELD}") from None
+
+
+def _invalid(error: ValidationError, where: str) -> InputError:
+    """A pydantic error as one line naming the flag or env variable to fix (no traceback for users)."""
+    problems = []
+    for item in error.errors():
+        loc = [str(part) for part in item["loc"]]
+        field = loc[-1].replace("_", "-") if loc else "?"
+        name = where.format(field=field, FIELD="__".join(loc).upper())
+        problems.append(f"{name}: {item['msg']} (got {item.get('input')!r})")
+    return InputError("invalid setting: " + "; ".join(problems), hint="see `perfspec COMMAND --help`")

@@ -127,3 +127,9 @@ def test_cli_actions(seed_events: Path, tmp_path: Path) -> None:
     assert (
         refused.returncode == 2 and refused.stderr.startswith("error: ") and "Traceback" not in refused.stderr
     )
+    # --out must be FILE.txt: a .parquet or suffix-less --out would clobber the Parquet twin or scatter
+    # the report into the parent folder.
+    for bad in (tmp_path / "d.parquet", tmp_path / "e"):
+        clobber = run(seed_events, "--out", bad)
+        assert clobber.returncode == 2 and "must name a .txt file" in clobber.stderr
+        assert not bad.exists()

@@ -296,6 +296,19 @@ def test_nothing_to_clean_is_a_clear_error_and_writes_nothing(
     assert not out.exists() or sorted(p.name for p in out.iterdir()) == []
 
 
+def test_a_failed_rerun_leaves_the_previous_output_complete(tmp_path: Path) -> None:
+    good = tmp_path / "good.log"
+    good.write_bytes(jsonl(event("a"), event("b")))
+    out = tmp_path / "out"
+    clean_sources([good], out, CleanSettings())
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    junk = tmp_path / "junk.log"
+    junk.write_bytes(b"this is not an audit log\n")
+    with pytest.raises(InputError):
+        clean_sources([junk], out, CleanSettings())
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_a_10mb_line_is_rejected_and_the_rest_kept(tmp_path: Path) -> None:
     huge = orjson.dumps(
         event("huge", requestObject={"kind": "Secret", "data": {"k": "c2VjcmV0" * 1_400_000}})

@@ -71,6 +71,12 @@ def build_actions(events_parquet: Path, out_txt: Path, settings: ActionsSettings
     """
     rule = resolve(settings)
     events_parquet, out_txt = Path(events_parquet), Path(out_txt)
+    if out_txt.suffix != ".txt":
+        # The .parquet twin and the report are named from --out: anything but FILE.txt would collide.
+        raise InputError(
+            f"--out {out_txt} must name a .txt file (actions.parquet and the report go beside it)",
+            hint=f"e.g. --out {out_txt.with_suffix('') / 'actions.txt'}",
+        )
     out_parquet = out_txt.with_suffix(".parquet")
     if out_parquet == events_parquet or out_txt == events_parquet:
         raise InputError(f"{out_txt}: would overwrite the input", hint="choose another --out")

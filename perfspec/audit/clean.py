@@ -85,8 +85,6 @@ def clean_sources(
     out_dir = Path(out_dir)
     files = expand_sources(sources)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        (out_dir / SUMMARY_FILE).unlink()  # no summary = no finished run
     summary = CleanSummary()
     gc_was_enabled = gc.isenabled()
     gc.disable()  # millions of short-lived tuples, no cycles: the cyclic GC only costs time here
@@ -100,6 +98,10 @@ def clean_sources(
             rejects = RejectWriter(rejects_handle, settings.reject_raw_max_chars)
             parts = _pass_one(files, Path(work_dir), settings, rejects, summary, advance)
             _check_something_to_write(summary, parts, rejects, sources)
+            # From here on the outputs get replaced: no summary = no finished run. A re-run that fails
+            # before this point (bad input) leaves the previous, complete output untouched.
+            with contextlib.suppress(FileNotFoundError):
+                (out_dir / SUMMARY_FILE).unlink()
             keep = _latest_stage_mask(parts) if settings.dedupe else None
             _pass_two(parts, events_tmp, keep)
             _fill_counts(summary, parts, keep, rejects)
