@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow
@@ -14,7 +17,13 @@ from tasks.records import PreparedData
 
 
 def expand_sources(sources: list[str], data_dir: Path) -> list[Path]:
-    """Paths as given; a pattern with ``*`` is globbed (relative ones under the data dir), sorted."""
+    """Files and directories as given; a pattern with ``*`` is globbed (relative ones under the data dir).
+
+    Glob matches are ordered as the events happened, not by name, because the split is chronological:
+    grouped by folder, campaign folders (``raw/<campaign>/`` with a ``manifest.json``) by their start
+    time, and only campaigns that completed (a running or failed one is still being written or is
+    partial); folders without a manifest by their oldest file's mtime.
+    """
     expanded: list[Path] = []
     for item in sources:
         if any(ch in item for ch in "*?["):
@@ -23,15 +32,38 @@ def expand_sources(sources: list[str], data_dir: Path) -> list[Path]:
                 base, rel = Path(pattern.anchor), str(pattern.relative_to(pattern.anchor))
             else:
                 base, rel = data_dir, item
-            matches = sorted(p for p in base.glob(rel) if p.is_file())
+            matches = _in_event_order(p for p in base.glob(rel) if p.is_file())
             if not matches:
                 raise InputError(
-                    f"no audit logs match {item!r} (under {base})", hint="collect first, or pass --source"
+                    f"no audit logs match {item!r} (under {base}) in completed campaigns",
+                    hint="collect first, or pass --source",
                 )
             expanded += matches
+        elif Path(item).is_dir():
+            expanded.append(Path(item).resolve())  # the cleaner reads a directory's files itself
         else:
             expanded.append(Path(item))
-    return check_sources(expanded)
+    check_sources([p for p in expanded if not p.is_dir()])  # a missing file is bad input
+    return [p.resolve() for p in expanded]
+
+
+def _in_event_order(files: Iterable[Path]) -> list[Path]:
+    by_folder: dict[Path, list[Path]] = {}
+    for path in files:
+        by_folder.setdefault(path.parent, []).append(path)
+    ordered: list[tuple[datetime, Path]] = []
+    for folder, members in by_folder.items():
+        manifest = folder / "manifest.json"
+        if manifest.is_file():
+            record = json.loads(manifest.read_text())
+            if record.get("status") != "completed":
+                continue
+            runs = record.get("runs") or [{}]
+            started = datetime.fromisoformat(runs[0].get("started_at") or "1970-01-01T00:00:00+00:00")
+        else:
+            started = datetime.fromtimestamp(min(p.stat().st_mtime for p in members), tz=UTC)
+        ordered.append((started, folder))
+    return [p for _, folder in sorted(ordered) for p in sorted(by_folder[folder])]
 
 
 @flow(name="prepare", description="Audit logs -> events.parquet -> actions -> dataset windows.")

@@ -7,21 +7,15 @@ imports (TensorFlow, MLflow, Prefect) happen inside commands so ``perfspec --hel
 
 from __future__ import annotations
 
-import os
 import sys
 
 import typer
 
 from perfspec.errors import PerfspecError
+from perfspec.runtime import apply_quiet_defaults
 
 # Telemetry off and nothing waiting on the network, before any library is imported.
-for _key, _value in {
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "TF_CPP_MIN_LOG_LEVEL": "2",
-}.items():
-    os.environ.setdefault(_key, _value)
+apply_quiet_defaults()
 
 app = typer.Typer(
     name="perfspec",

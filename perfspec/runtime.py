@@ -10,19 +10,27 @@ writes to ``<data_dir>/mlflow/mlflow.db``; anything the user set (``PREFECT_API_
 from __future__ import annotations
 
 import os
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from perfspec.settings import Settings
 
 # Telemetry and update checks off; these only ever set defaults, never override the user.
-_QUIET_DEFAULTS = {
+QUIET_DEFAULTS = {
     "DO_NOT_TRACK": "true",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
     "TF_CPP_MIN_LOG_LEVEL": "2",
 }
+
+
+def apply_quiet_defaults(environ: MutableMapping[str, str] | None = None) -> None:
+    """Telemetry off in this process (and its children), unless the user decided otherwise."""
+    env = os.environ if environ is None else environ
+    for key, value in QUIET_DEFAULTS.items():
+        env.setdefault(key, value)
 
 
 @dataclass(frozen=True)
@@ -69,8 +77,7 @@ def configure_embedded(settings: Settings, environ: dict[str, str] | None = None
     (tests pass a dict to check the decisions without touching the process).
     """
     env = os.environ if environ is None else environ
-    for key, value in _QUIET_DEFAULTS.items():
-        env.setdefault(key, value)
+    apply_quiet_defaults(env)
     startup = str(settings.prefect.startup_timeout_seconds)
     env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", startup)
     api_url = env.get("PREFECT_API_URL") or None
@@ -83,11 +90,7 @@ def configure_embedded(settings: Settings, environ: dict[str, str] | None = None
         env.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
     prefect_home.mkdir(parents=True, exist_ok=True)
 
-    if settings.mlflow.tracking_uri:
-        tracking_uri = settings.mlflow.tracking_uri
-    elif env.get("MLFLOW_TRACKING_URI"):
-        tracking_uri = env["MLFLOW_TRACKING_URI"]
-    else:
-        settings.paths.mlflow_dir.mkdir(parents=True, exist_ok=True)
-        tracking_uri = f"sqlite:///{(settings.paths.mlflow_dir / 'mlflow.db').resolve()}"
+    tracking_uri = settings.resolve_mlflow_tracking_uri(env)
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return Runtime(prefect_api_url=api_url, prefect_home=prefect_home, mlflow_tracking_uri=tracking_uri)

@@ -9,6 +9,7 @@ Each section belongs to one layer; add fields to your own section only.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -223,9 +224,13 @@ class Settings(BaseSettings):
     @property
     def mlflow_tracking_uri(self) -> str:
         """Explicit setting, else ``MLFLOW_TRACKING_URI``, else a SQLite file under the data dir."""
+        return self.resolve_mlflow_tracking_uri(os.environ)
+
+    def resolve_mlflow_tracking_uri(self, environ: Mapping[str, str]) -> str:
+        """The same rule against a given environment (the runtime decides before touching os.environ)."""
         if self.mlflow.tracking_uri:
             return self.mlflow.tracking_uri
-        if env_uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        if env_uri := environ.get("MLFLOW_TRACKING_URI"):
             return env_uri
         db = (self.paths.mlflow_dir / "mlflow.db").resolve()
         return f"sqlite:///{db}"

@@ -3,12 +3,15 @@ artifact content, the deployment definitions (prefect.yaml and serve.py) and the
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
+from perfspec.errors import InputError
 from perfspec.runtime import configure_embedded
 from perfspec.settings import Settings
 
@@ -116,3 +119,37 @@ def test_cli_deploy_needs_a_server() -> None:
         [str(Path(sys.executable).with_name("perfspec")), "deploy"], capture_output=True, text=True, env=env
     )
     assert done.returncode == 3 and "PREFECT_API_URL is not set" in done.stderr
+
+
+def test_nightly_sources_are_completed_campaigns_in_start_order(tmp_path: Path) -> None:
+    from flows.prepare import expand_sources
+
+    def campaign(name: str, status: str | None, started: str, files: list[str]) -> None:
+        folder = tmp_path / "raw" / name
+        folder.mkdir(parents=True)
+        if status is not None:
+            manifest = {"status": status, "runs": [{"started_at": started}]}
+            (folder / "manifest.json").write_text(json.dumps(manifest))
+        for file in files:
+            (folder / file).write_text("{}\n")
+
+    # Names sort the other way round from the start times: order must follow the start times.
+    campaign("a-late", "completed", "2026-11-20T02:00:00Z", ["audit-000001.jsonl"])
+    campaign("z-early", "completed", "2026-11-01T02:00:00Z", ["audit-000002.jsonl", "audit-000001.jsonl"])
+    campaign("m-running", "running", "2026-11-10T02:00:00Z", ["audit-000001.jsonl"])
+    campaign("n-interrupted", "interrupted", "2026-11-11T02:00:00Z", ["audit-000001.jsonl"])
+    found = expand_sources(["raw/*/audit-*.jsonl"], tmp_path)
+    assert [(p.parent.name, p.name) for p in found] == [
+        ("z-early", "audit-000001.jsonl"),
+        ("z-early", "audit-000002.jsonl"),
+        ("a-late", "audit-000001.jsonl"),
+    ]
+
+
+def test_a_source_folder_is_passed_to_the_cleaner_whole(tmp_path: Path) -> None:
+    from flows.prepare import expand_sources
+
+    (tmp_path / "logs").mkdir()
+    assert expand_sources([str(tmp_path / "logs")], tmp_path) == [(tmp_path / "logs").resolve()]
+    with pytest.raises(InputError, match="not found"):
+        expand_sources([str(tmp_path / "missing.jsonl")], tmp_path)

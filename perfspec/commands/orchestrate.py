@@ -28,8 +28,9 @@ def pipeline(
         typer.Option(
             "--source",
             "-s",
-            help="Audit log file(s) to learn from (JSON lines or the PerfSPEC CSV, .gz ok; globs ok, "
-            "relative ones under the data dir). Repeat for several. Default: the bundled sample.",
+            help="Audit log file(s) or folder(s) to learn from (JSON lines or the PerfSPEC CSV, .gz ok; "
+            "globs ok, relative ones under the data dir, ordered by campaign start). Repeat for several. "
+            "Default: the bundled sample.",
         ),
     ] = None,
     actions: Annotated[
@@ -61,7 +62,7 @@ def pipeline(
 
     if source and actions:
         raise InputError("give --source or --actions, not both")
-    missing = [s for s in source or [] if not any(c in s for c in "*?[") and not Path(s).is_file()]
+    missing = [s for s in source or [] if not any(c in s for c in "*?[") and not Path(s).exists()]
     if actions is not None and not actions.is_file():
         missing.append(str(actions))
     if missing:  # checked here too, so a typo fails before the Prefect server starts
