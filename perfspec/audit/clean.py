@@ -1,11 +1,11 @@
 """Raw audit logs -> ``events.parquet`` + ``rejects.jsonl`` + ``summary.json`` (``perfspec clean``).
 
-Two passes. Pass 1 (``pass1.Collector``) streams each file into Parquet "parts" in log order, leaving
+Two passes. Pass 1 (``pass1.Collector``) streams each file into Arrow IPC "parts" in log order, leaving
 per row only a 64-bit audit-ID hash and a stage rank; a large uncompressed JSON-lines file is split at
 line boundaries and its halves parsed by worker subprocesses (``worker.py``) in parallel. Then one sort
 of the hashes picks, for each request logged at several stages, the row of its latest stage; pass 2
-copies the kept rows of the parts, in order, into the final file (skipped when pass 1 produced one
-part and nothing is dropped: the part is renamed). Outputs appear atomically and ``summary.json``
+writes the kept rows of the parts, in order, into the final Parquet file (one row group per pass-1
+batch), the only Parquet encoding of the run. Outputs appear atomically and ``summary.json``
 last: its presence marks a finished run, so a crashed run is simply run again.
 """
 
@@ -144,7 +144,7 @@ def _pass_one(
                     advance(source.size)
             else:
                 if collector is None:
-                    collector = Collector(work_dir / f"part-{len(parts):04d}.parquet", settings, rejects)
+                    collector = Collector(work_dir / f"part-{len(parts):04d}.arrow", settings, rejects)
                 counts = collector.read_source(source)
         summary.files.append(counts)
     if collector is not None:
@@ -215,7 +215,7 @@ def _clean_in_workers(
         result = json.loads((job_dir / "result.json").read_text())
         parts.append(
             PartResult(
-                path=job_dir / "part.parquet" if result["rows"] else None,
+                path=job_dir / "part.arrow" if result["rows"] else None,
                 rows=result["rows"],
                 hashes=np.load(job_dir / "hashes.npy"),
                 ranks=np.load(job_dir / "ranks.npy"),
@@ -254,28 +254,24 @@ def _latest_stage_mask(parts: list[PartResult]) -> np.ndarray:
 
 def _pass_two(parts: list[PartResult], target: Path, keep: np.ndarray | None) -> None:
     """The final ``events.parquet``: the kept rows of every part, in order, line numbers made absolute."""
-    filled = [p for p in parts if p.path is not None]
-    if len(filled) == 1 and filled[0].line_offset == 0 and (keep is None or keep.all()):
-        os.replace(filled[0].path, target)  # type: ignore[arg-type]
-        return
     offset = 0
     with pq.ParquetWriter(target, EVENTS_SCHEMA, **PARQUET_OPTIONS) as writer:
         for part in parts:
             if part.path is None:
                 continue
-            parquet = pq.ParquetFile(part.path)
-            for group in range(parquet.num_row_groups):
-                table = parquet.read_row_group(group)
-                if keep is not None:
-                    table = table.filter(pa.array(keep[offset : offset + table.num_rows]))
-                offset += parquet.metadata.row_group(group).num_rows
-                if part.line_offset:
-                    columns = table.columns
-                    columns[-1] = pc.add(columns[-1], pa.scalar(part.line_offset, pa.int64()))
-                    table = pa.Table.from_arrays(columns, schema=EVENTS_SCHEMA)
-                if table.num_rows:
-                    writer.write_table(table, row_group_size=table.num_rows)
-            parquet.close()
+            with pa.OSFile(str(part.path)) as handle, pa.ipc.open_file(handle) as reader:
+                for index in range(reader.num_record_batches):
+                    table = pa.Table.from_batches([reader.get_batch(index)])
+                    rows = table.num_rows
+                    if keep is not None:
+                        table = table.filter(pa.array(keep[offset : offset + rows]))
+                    offset += rows
+                    if part.line_offset:
+                        columns = table.columns
+                        columns[-1] = pc.add(columns[-1], pa.scalar(part.line_offset, pa.int64()))
+                        table = pa.Table.from_arrays(columns, schema=EVENTS_SCHEMA)
+                    if table.num_rows:
+                        writer.write_table(table, row_group_size=table.num_rows)
 
 
 def _check_something_to_write(

@@ -2,7 +2,7 @@
 
 Run as ``python -m perfspec.audit.worker '<json request>'`` by ``clean._clean_in_workers``; a plain
 subprocess (not multiprocessing) so it works the same from the CLI, pytest or a Prefect worker. It
-writes into ``out_dir``: ``part.parquet``, ``rejects.jsonl`` (line numbers relative to the range),
+writes into ``out_dir``: ``part.arrow`` (Arrow IPC), ``rejects.jsonl`` (line numbers relative to the range),
 ``hashes.npy``, ``ranks.npy`` and, last, ``result.json`` (counts, lines in the range, time range).
 """
 
@@ -67,7 +67,7 @@ def run(request: dict) -> None:
     counts = FileCounts(request["display"], "jsonl", "none")
     with open(out / "rejects.jsonl", "wb") as handle:
         rejects = RejectWriter(handle, settings.reject_raw_max_chars)
-        collector = Collector(out / "part.parquet", settings, rejects)
+        collector = Collector(out / "part.arrow", settings, rejects)
         collector.begin_file()
         blocks = _counting(range_blocks(Path(request["path"]), request["start"], request["end"]), newlines)
         collector.read_jsonl_lines(split_lines(blocks, settings.max_line_bytes), request["display"], counts)
