@@ -4,9 +4,9 @@ Two passes. Pass 1 (``pass1.Collector``) streams each file into Arrow IPC "parts
 per row only a 64-bit audit-ID hash and a stage rank; a large uncompressed JSON-lines file is split at
 line boundaries and its halves parsed by worker subprocesses (``worker.py``) in parallel. Then one sort
 of the hashes picks, for each request logged at several stages, the row of its latest stage; pass 2
-writes the kept rows of the parts, in order, into the final Parquet file (one row group per pass-1
-batch), the only Parquet encoding of the run. Outputs appear atomically and ``summary.json``
-last: its presence marks a finished run, so a crashed run is simply run again.
+writes the kept rows of the parts, in order, into the final Parquet file (row groups of ``batch_rows``
+rows, whatever the split), the only Parquet encoding of the run. Outputs appear atomically and
+``summary.json`` last: its presence marks a finished run, so a crashed run is simply run again.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def clean_sources(
             with contextlib.suppress(FileNotFoundError):
                 (out_dir / SUMMARY_FILE).unlink()
             keep = _latest_stage_mask(parts) if settings.dedupe else None
-            _pass_two(parts, events_tmp, keep)
+            _pass_two(parts, events_tmp, keep, settings.batch_rows)
             _fill_counts(summary, parts, keep, rejects)
     finally:
         if gc_was_enabled:
@@ -252,10 +252,26 @@ def _latest_stage_mask(parts: list[PartResult]) -> np.ndarray:
     return keep
 
 
-def _pass_two(parts: list[PartResult], target: Path, keep: np.ndarray | None) -> None:
-    """The final ``events.parquet``: the kept rows of every part, in order, line numbers made absolute."""
-    offset = 0
+def _pass_two(parts: list[PartResult], target: Path, keep: np.ndarray | None, group_rows: int) -> None:
+    """The final ``events.parquet``: the kept rows of every part, in order, line numbers made absolute.
+
+    Row groups hold ``group_rows`` rows each (the last one fewer) however pass 1 was split, so the
+    file is the same bytes with any number of workers."""
+    pending: list[pa.Table] = []
     with pq.ParquetWriter(target, EVENTS_SCHEMA, **PARQUET_OPTIONS) as writer:
+
+        def write(final: bool) -> None:
+            table = pa.concat_tables(pending).combine_chunks()
+            pending.clear()
+            whole = table.num_rows if final else table.num_rows // group_rows * group_rows
+            for start in range(0, whole, group_rows):
+                group = table.slice(start, min(group_rows, whole - start))
+                writer.write_table(group, row_group_size=group_rows)
+            if whole < table.num_rows:
+                pending.append(table.slice(whole))
+
+        offset = 0
+        buffered = 0
         for part in parts:
             if part.path is None:
                 continue
@@ -270,8 +286,13 @@ def _pass_two(parts: list[PartResult], target: Path, keep: np.ndarray | None) ->
                         columns = table.columns
                         columns[-1] = pc.add(columns[-1], pa.scalar(part.line_offset, pa.int64()))
                         table = pa.Table.from_arrays(columns, schema=EVENTS_SCHEMA)
-                    if table.num_rows:
-                        writer.write_table(table, row_group_size=table.num_rows)
+                    pending.append(table)
+                    buffered += table.num_rows
+                    if buffered >= group_rows:
+                        write(final=False)
+                        buffered = sum(t.num_rows for t in pending)
+        if pending:
+            write(final=True)
 
 
 def _check_something_to_write(

@@ -42,7 +42,16 @@ from perfspec.audit.schema import (
 from perfspec.audit.sources import STREAM_ERRORS, LineTooLong, OpenedSource, StreamBroken
 from perfspec.settings import CleanSettings
 
-PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "use_dictionary": True, "write_statistics": True}
+#: Dictionary encoding only where values repeat (measured: faster and smaller than on every column).
+DICTIONARY_COLUMNS = [
+    "stage", "verb", "username", "user_agent", "source_ip", "namespace", "resource", "subresource",
+    "api_group", "api_version", "response_code", "level", "source_file",
+]  # fmt: skip
+PARQUET_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "use_dictionary": DICTIONARY_COLUMNS,
+    "write_statistics": True,
+}
 #: Pass-1 parts are Arrow IPC files (zstd buffers): ~3x cheaper to write and read back than Parquet,
 #: and pass 2 writes ``events.parquet`` from them in every case (so Parquet is encoded once).
 PART_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
