@@ -27,7 +27,11 @@ def run_campaign_task(
 
     spec = load_campaign(Path(campaign_file), settings, **(overrides or {}))
     helm = make_helm_driver(settings.helm, settings.kubeconfig, settings.helm_grace_seconds)
-    cluster = make_cluster_client(settings.kubeconfig) if check_cluster else None
+    cluster = (
+        make_cluster_client(settings.kubeconfig, settings.cluster_request_timeout_seconds)
+        if check_cluster
+        else None
+    )
     result = run_campaign(spec, Path(out_dir), helm, cluster, Path(receiver_dir) if receiver_dir else None)
     return CampaignOutput(
         name=result.name,

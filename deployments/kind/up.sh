@@ -21,8 +21,14 @@ token_file="$work/receiver-token"
 [ -s "$token_file" ] || (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$token_file")
 token="$(cat "$token_file")"
 cp "$here/audit-policy.yaml" "$work/audit/audit-policy.yaml"
-sed -e "s|@RECEIVER_URL@|http://$gateway:$port/audit|" -e "s|@TOKEN@|$token|" \
-  "$here/webhook-kubeconfig.yaml.tmpl" > "$work/audit/webhook-kubeconfig.yaml"
+# The rendered webhook kubeconfig holds the token: owner-only (rm first: a redirect keeps an old mode).
+# The kind node's API server runs as root in its container, so it can still read it.
+(
+  umask 077
+  rm -f "$work/audit/webhook-kubeconfig.yaml"
+  sed -e "s|@RECEIVER_URL@|http://$gateway:$port/audit|" -e "s|@TOKEN@|$token|" \
+    "$here/webhook-kubeconfig.yaml.tmpl" > "$work/audit/webhook-kubeconfig.yaml"
+)
 sed -e "s|@WORK@|$work|g" "$here/kind-config.yaml.tmpl" > "$work/kind-config.yaml"
 kind create cluster --config "$work/kind-config.yaml" --kubeconfig "$work/kubeconfig" --wait 120s
 cat <<MSG

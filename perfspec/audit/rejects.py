@@ -13,8 +13,11 @@ from typing import Any, BinaryIO
 
 import orjson
 
+#: An audit Event's body fields (present only at the RequestResponse level): what the receiver and the
+#: tailer strip from events they store, and the first of the keys below.
+EVENT_BODY_FIELDS = ("requestObject", "responseObject")
 #: Keys whose values are bodies or secret payloads; removed from any reject's raw text.
-BODY_KEYS = frozenset({"requestObject", "responseObject", "data", "stringData", "binaryData"})
+BODY_KEYS = frozenset({*EVENT_BODY_FIELDS, "data", "stringData", "binaryData"})
 _BODY_MARKERS = tuple(f'"{key}"' for key in sorted(BODY_KEYS)) + tuple(
     f'\\"{key}\\"' for key in sorted(BODY_KEYS)
 )

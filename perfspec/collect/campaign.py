@@ -10,6 +10,12 @@ Why it is built this way:
   everything installed is then uninstalled, with further signals deferred until that is done.
 - Running again on the same ``out_dir`` with the same spec resumes: (repetition, chart) units whose
   install and planned uninstall both ran are skipped, the others are redone.
+- With a cluster client, each release namespace is created by the runner with perfspec's labels
+  (``cluster.namespace_labels``) before helm installs into it. Before the first step, leftovers are
+  removed in this order: releases this campaign's manifest left installed, then Helm releases of
+  other (crashed) campaigns found by ``helm list -A`` (plan-shaped name, in a labelled namespace of
+  the same name), and only then the labelled namespaces: Helm's release records live in the
+  namespace, so deleting it first would orphan cluster-scoped objects (CRDs, ClusterRoles, webhooks).
 """
 
 from __future__ import annotations
@@ -26,11 +32,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from perfspec.collect.cluster import ClusterClient, check_cluster, remove_leftover_namespaces
+from perfspec.collect.cluster import (
+    MANAGED_SELECTOR,
+    ClusterClient,
+    campaign_name_pattern,
+    check_cluster,
+    namespace_labels,
+    remove_leftover_namespaces,
+    unmanaged_lookalikes,
+)
 from perfspec.collect.helm import HelmDriver, HelmError
 from perfspec.collect.plan import Step, plan_steps
 from perfspec.collect.spec import CampaignSpec
-from perfspec.errors import InputError, PerfspecError
+from perfspec.errors import EnvironmentProblem, InputError, PerfspecError
 from perfspec.fileio import write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
@@ -212,18 +226,72 @@ class _Runner:
         if self.cluster is not None:
             info = check_cluster(self.cluster)
             self.run_record["cluster"] = {"host": info.host, "server_version": info.server_version}
-            if self.spec.delete_leftover_namespaces:
-                self.run_record["leftover_namespaces_removed"] = remove_leftover_namespaces(
-                    self.cluster, self.spec.namespace_prefix, sleep=self.sleep
-                )
         else:
             self.run_record["cluster"] = None
         self.save()
         by_release = {s.release: s for s in self.plan if s.action == "install"}
-        for release in left_installed(self.manifest):
+        for release in left_installed(self.manifest):  # before any namespace goes (helm's records)
             uninstall = by_release[release].model_copy(update={"action": "uninstall"})
             self.installed[release] = by_release[release]  # retried by the final cleanup if this fails
             self.uninstall(uninstall, "resume-cleanup")
+        if self.cluster is not None and self.spec.delete_leftover_namespaces:
+            self.remove_leftovers(self.cluster)
+
+    def remove_leftovers(self, cluster: ClusterClient) -> None:
+        """Uninstall other campaigns' leftover releases, then delete the labelled namespaces."""
+        prefix = self.spec.namespace_prefix
+        pattern = campaign_name_pattern(prefix)
+        managed = set(cluster.list_namespaces(MANAGED_SELECTOR))
+        done: list[dict[str, Any]] = []
+        failed: set[str] = set()
+        try:
+            releases = self.helm.list_releases()
+        except HelmError as failure:
+            raise EnvironmentProblem(
+                f"cannot list helm releases to find leftovers: {failure}",
+                hint="check helm's access to the cluster, or pass --keep-leftover-namespaces",
+            ) from failure
+        for release in releases:
+            if not (pattern.match(release.name) and release.namespace == release.name):
+                continue
+            entry: dict[str, Any] = {
+                "release": release.name,
+                "namespace": release.namespace,
+                "status": release.status,
+                "started_at": utc_now(),
+            }
+            if release.namespace not in managed:
+                entry["result"] = "kept: namespace not labelled by perfspec"
+            else:
+                try:
+                    self.helm.uninstall(
+                        release.name, release.namespace, self.spec.uninstall_timeout_seconds, self.spec.wait
+                    )
+                    entry["result"] = "ok"
+                except HelmError as failure:
+                    entry.update(result="failed", error=str(failure))
+                    failed.add(release.namespace)  # keep its namespace: helm's record stays for a retry
+            entry["ended_at"] = utc_now()
+            done.append(entry)
+            self.run_record["leftover_releases"] = done
+            self.save()
+        self.run_record["leftover_namespaces_removed"] = remove_leftover_namespaces(
+            cluster, prefix, sleep=self.sleep, keep=failed
+        )
+        lookalikes = unmanaged_lookalikes(cluster, prefix)
+        if lookalikes:
+            self.run_record["unmanaged_namespaces_kept"] = lookalikes
+        self.save()
+
+    def ensure_namespace(self, step: Step, record: dict[str, Any]) -> None:
+        """Create the release namespace with perfspec's labels (helm then installs into it)."""
+        if self.cluster is None:
+            return  # helm --create-namespace makes it, unlabelled: never cleaned up automatically
+        try:
+            created = self.cluster.create_namespace(step.namespace, namespace_labels(self.spec.name))
+            record["namespace_created"] = created  # False: it existed (left as it was)
+        except PerfspecError as failure:
+            record["namespace_created"] = str(failure)  # helm --create-namespace still makes it
 
     def begin(self, step: Step, kind: str) -> dict[str, Any]:
         record = _step_record(step, self.run_no, kind)
@@ -239,6 +307,7 @@ class _Runner:
     def install(self, step: Step) -> None:
         record = self.begin(step, "planned")
         self.installed[step.release] = step
+        self.ensure_namespace(step, record)
         error: HelmError | None = None
         for attempt in range(self.spec.install_retries + 1):
             if attempt:
@@ -282,8 +351,11 @@ class _Runner:
         self.installed.pop(step.release, None)
         if self.spec.delete_namespaces_after_uninstall and self.cluster is not None:
             try:
-                self.cluster.delete_namespace(step.namespace)
-                record["namespace_deleted"] = True
+                if step.namespace in self.cluster.list_namespaces(MANAGED_SELECTOR):
+                    self.cluster.delete_namespace(step.namespace)
+                    record["namespace_deleted"] = True
+                else:
+                    record["namespace_deleted"] = "kept: not labelled by perfspec"
             except PerfspecError as failure:
                 record["namespace_deleted"] = str(failure)
         self.end(record, "ok")

@@ -212,7 +212,11 @@ class PyHelmDriver:
     def list_releases(self) -> list[ReleaseInfo]:
         rows = self._run(
             lambda: self._command.list(
-                all_namespaces=True, include_failed=True, include_pending=True, include_uninstalling=True
+                all_namespaces=True,
+                include_failed=True,
+                include_pending=True,
+                include_uninstalling=True,
+                max_releases=0,  # no limit (helm's default is 256)
             ),
             60,
         )

@@ -6,9 +6,16 @@ arrived: the step itself, or the pause after it (controllers keep reacting after
 namespace match is recorded beside it as a cross-check, not used to assign. Both clocks are the same
 machine's with kind; on a remote cluster they must be NTP-synchronised.
 
-Output ``labels.jsonl``: one row per event line, ``{file, line, audit_id, stage, ts, record, step,
-action, chart, release, run, phase, namespace_match}`` where ``(file, line)`` (file name, 1-based line)
-matches the cleaner's ``source_file``/``source_line`` so labels join onto ``events.parquet``.
+Output ``labels.jsonl``: one row per event line, ``{source_file, file, line, audit_id, stage, ts,
+record, step, action, chart, release, run, phase, namespace_match}``; ``line`` is 1-based.
+Joining onto ``events.parquet`` (``source_file``, ``source_line``):
+- ``source_file`` is the audit file's path spelled from the audit folder as it was given here, which is
+  exactly what ``perfspec clean <that folder>`` stores: after ``perfspec label raw/demo`` (or
+  ``collect``, which labels ``<data_dir>/raw/<name>``), clean ``raw/demo`` (same spelling) and join on
+  ``labels.source_file == events.source_file and labels.line == events.source_line``;
+- ``file`` is the same file relative to the campaign folder (the folder of ``labels.jsonl``; absolute
+  when the audit folder lies elsewhere): stable however the folder is spelled, e.g. join on
+  ``PurePath(events.source_file).relative_to(<folder given to clean>) == PurePath(labels.file)``.
 """
 
 from __future__ import annotations
@@ -22,6 +29,15 @@ import orjson
 
 from perfspec.collect.campaign import load_manifest
 from perfspec.fileio import atomic_open
+
+
+def campaign_relative(path: Path, campaign_dir: Path) -> str:
+    """``path`` relative to ``campaign_dir`` (POSIX), or absolute when it lies outside it."""
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(Path(campaign_dir).resolve()).as_posix()
+    except ValueError:
+        return resolved.as_posix()
 
 
 def parse_time(text: str | None) -> float | None:
@@ -56,6 +72,7 @@ def label_campaign(manifest_path: Path, audit_dir: Path, out_path: Path) -> dict
     with atomic_open(Path(out_path)) as out:
         for path in audit_files(audit_dir):
             summary["files"] += 1
+            source_file, file = str(path), campaign_relative(path, Path(out_path).parent)
             with open(path, "rb") as handle:
                 for line_no, line in enumerate(handle, start=1):
                     if not line.strip():
@@ -67,7 +84,8 @@ def label_campaign(manifest_path: Path, audit_dir: Path, out_path: Path) -> dict
                         event, ts = {}, None
                     summary["events"] += 1
                     row: dict[str, Any] = {
-                        "file": path.name,
+                        "source_file": source_file,
+                        "file": file,
                         "line": line_no,
                         "audit_id": event.get("auditID"),
                         "stage": event.get("stage"),

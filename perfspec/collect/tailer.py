@@ -5,13 +5,16 @@ rename to a timestamped name, open a new file). The tailer copies complete lines
 :class:`JsonlSink` and remembers ``(device, inode, offset)`` in a state file written after every
 batch, so:
 - rotation (rename): the old file is drained to its end (via the still-open handle, or found again by
-  inode after a restart) before the new one is read from 0 -> no loss, no duplicate;
+  inode after a restart) before the new one is read from 0 -> no loss, no duplicate; while it drains,
+  the state keeps the old file's ``(device, inode)``, so a restart mid-drain finds it and goes on;
 - truncation in place (copytruncate): detected by the size dropping below the offset; reading starts
   again at 0 (lines written between the last poll and the truncation exist only in the copy: use
   rename rotation, which the API server does);
 - a partial last line is left for the next poll; it is emitted as-is only when its file was rotated;
 - a crash between the sink's fsync and the state write re-copies that one batch (at-least-once there;
-  the cleaner drops duplicate events).
+  the cleaner drops duplicate events);
+- request/response bodies are stripped by default like the receiver does (``drop_bodies``; Secrets at
+  the RequestResponse level), see :mod:`perfspec.collect.bodies`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from perfspec.collect.bodies import strip_line_bodies
 from perfspec.collect.sink import JsonlSink
 from perfspec.fileio import write_json_atomic
 
@@ -31,14 +35,22 @@ CHUNK = 8 * 1024 * 1024
 class LogTailer:
     """Poll-based follower of one audit log path; ``poll()`` copies what is new, ``follow()`` loops."""
 
-    def __init__(self, path: Path, state_path: Path, sink: JsonlSink) -> None:
+    def __init__(self, path: Path, state_path: Path, sink: JsonlSink, drop_bodies: bool = True) -> None:
         self.path = Path(path)
         self.state_path = Path(state_path)
         self.sink = sink
+        self.drop_bodies = drop_bodies
         self._handle: BinaryIO | None = None
         self._ident: tuple[int, int] | None = None
         self.offset = 0
-        self.counts = {"lines": 0, "batches": 0, "rotations": 0, "truncations": 0, "recovered_rotations": 0}
+        self.counts = {
+            "lines": 0,
+            "batches": 0,
+            "rotations": 0,
+            "truncations": 0,
+            "recovered_rotations": 0,
+            "bodies_dropped": 0,
+        }
         self._restore()
 
     def _restore(self) -> None:
@@ -57,7 +69,7 @@ class LogTailer:
         rotated = self._find_by_inode(saved)  # rotated while we were not running
         if rotated is not None:
             with open(rotated, "rb") as handle:
-                self._drain(handle, offset, final=True)
+                self._drain(handle, offset, final=True, ident=saved)
             self.counts["recovered_rotations"] += 1
         self._save(None, 0)
 
@@ -89,15 +101,19 @@ class LogTailer:
 
     def _emit(self, lines: list[bytes], ident: tuple[int, int] | None, offset: int) -> None:
         lines = [line.rstrip(b"\r") for line in lines if line.strip()]
+        if self.drop_bodies:
+            stripped = [strip_line_bodies(line) for line in lines]
+            lines = [line for line, _ in stripped]
+            self.counts["bodies_dropped"] += sum(n for _, n in stripped)
         if lines:
             self.sink.write_batch(lines)
             self.counts["lines"] += len(lines)
             self.counts["batches"] += 1
         self._save(ident, offset)
 
-    def _drain(self, handle: BinaryIO, offset: int, final: bool) -> int:
-        """Copy complete lines from ``offset``; with ``final`` also a trailing partial line. New offset."""
-        ident = None if final else self._ident
+    def _drain(self, handle: BinaryIO, offset: int, final: bool, ident: tuple[int, int] | None) -> int:
+        """Copy complete lines from ``offset``; with ``final`` (a rotated file) also a trailing partial
+        line. The state saved after each batch names ``ident``, the file being read. New offset."""
         while True:
             handle.seek(offset)
             data = handle.read(CHUNK)
@@ -123,22 +139,22 @@ class LogTailer:
         if self._handle is None and not self._open(0):
             return 0
         assert self._handle is not None
-        self.offset = self._drain(self._handle, self.offset, final=False)
+        self.offset = self._drain(self._handle, self.offset, final=False, ident=self._ident)
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
             st = None
         if st is None or (st.st_dev, st.st_ino) != self._ident:
-            self.offset = self._drain(self._handle, self.offset, final=True)
+            self.offset = self._drain(self._handle, self.offset, final=True, ident=self._ident)
             self._handle.close()
             self._handle, self._ident = None, None
             self.counts["rotations"] += 1
             self._save(None, 0)
             if st is not None and self._open(0):
-                self.offset = self._drain(self._handle, 0, final=False)
+                self.offset = self._drain(self._handle, 0, final=False, ident=self._ident)
         elif st.st_size < self.offset:
             self.counts["truncations"] += 1
-            self.offset = self._drain(self._handle, 0, final=False)
+            self.offset = self._drain(self._handle, 0, final=False, ident=self._ident)
         return self.counts["lines"] - before
 
     def follow(self, stop: threading.Event, interval: float = 0.5) -> None:

@@ -86,7 +86,14 @@ def collect(
         False,
         "--skip-cluster-check",
         help="Do not contact the API server before starting (no version "
-        "record, no leftover-namespace cleanup).",
+        "record, no leftover cleanup, namespaces created by helm unlabelled).",
+    ),
+    keep_leftover_namespaces: bool = typer.Option(
+        False,
+        "--keep-leftover-namespaces",
+        help="Do not uninstall releases / delete namespaces that earlier campaigns left behind "
+        "(settings collect.delete_leftover_namespaces=false). Only namespaces perfspec labelled "
+        "(app.kubernetes.io/managed-by=perfspec) and named <prefix>-<rep>-<pos>-<chart> are ever touched.",
     ),
     skip: list[str] = typer.Option([], "--skip", help="Leave out a chart (name or repo/name); repeatable."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N charts."),
@@ -142,6 +149,7 @@ def collect(
         "install_retries": retries,
         "pause_after_install_seconds": pause_install,
         "pause_after_uninstall_seconds": pause_uninstall,
+        "delete_leftover_namespaces": False if keep_leftover_namespaces else None,
     }
     if name is None and not dry_run:
         name = f"{charts.stem}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
@@ -181,13 +189,15 @@ def _run(
         else make_cluster_client(kube, collect_settings.cluster_request_timeout_seconds)
     )
     receiver = None
-    if receive:
-        from perfspec.collect.receiver import AuditReceiver
-
-        receiver = AuditReceiver(out_dir, settings.receiver).start()
-        receiver_dir = None  # labelled below, once the API server's last batch has arrived
     console = Console(stderr=True)
     err = Console(stderr=True)
+    if receive:
+        from perfspec.collect.receiver import AuditReceiver, check_exposure
+
+        for warning in check_exposure(settings.receiver):
+            err.print(warning, highlight=False, markup=False)
+        receiver = AuditReceiver(out_dir, settings.receiver).start()
+        receiver_dir = None  # labelled below, once the API server's last batch has arrived
     if receiver is not None:
         err.print(f"receiving audit events at {receiver.url} into {out_dir}")
     try:
@@ -256,7 +266,10 @@ def _run(
 
 def receive(
     host: str | None = typer.Option(
-        None, "--host", help="Address to bind (default 127.0.0.1; use 0.0.0.0 only with --token and TLS)."
+        None,
+        "--host",
+        help="Address to bind (default 127.0.0.1). A non-loopback address needs --token (refused "
+        "otherwise, unless --insecure) and should have --tls-cert/--tls-key (warned otherwise).",
     ),
     port: int | None = typer.Option(None, "--port", min=0, max=65535, help="Port (default 9444; 0 = any)."),
     out: Path = typer.Option(
@@ -282,9 +295,14 @@ def receive(
         "--drop-bodies/--keep-bodies",
         help="Strip requestObject/responseObject (default: drop; they can hold Secrets).",
     ),
+    insecure: bool = typer.Option(
+        False,
+        "--insecure",
+        help="Allow a non-loopback --host without --token (anyone who can reach the port can write events).",
+    ),
 ) -> None:
     """Receive audit events from the API server's webhook backend (EventList POSTs) until SIGTERM/Ctrl-C."""
-    from perfspec.collect.receiver import AuditReceiver
+    from perfspec.collect.receiver import AuditReceiver, check_exposure
 
     settings = _settings().with_section(
         "receiver",
@@ -297,7 +315,10 @@ def receive(
         rotate_bytes=rotate_bytes,
         drop_bodies=drop_bodies,
     )
+    warnings = check_exposure(settings.receiver, insecure)  # raises for an exposed, token-less bind
     receiver = AuditReceiver(out, settings.receiver)
+    for warning in warnings:
+        typer.echo(warning, err=True)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     receiver.start()
@@ -331,6 +352,12 @@ def tail_audit(
     ),
     interval: float = typer.Option(0.5, "--interval", min=0.01, help="Seconds between polls."),
     once: bool = typer.Option(False, "--once", help="Copy what is there now and exit (no following)."),
+    drop_bodies: bool | None = typer.Option(
+        None,
+        "--drop-bodies/--keep-bodies",
+        help="Strip requestObject/responseObject from copied lines (default: drop, as `receive`; "
+        "settings receiver.drop_bodies). They can hold Secrets.",
+    ),
 ) -> None:
     """Follow an audit log file (log backend) through rotation and truncation into OUT, resumably."""
     from perfspec.collect.sink import JsonlSink
@@ -338,7 +365,8 @@ def tail_audit(
 
     settings = _settings()
     sink = JsonlSink(out, settings.receiver.rotate_bytes, prefix="audit")
-    tailer = LogTailer(log, state or out / "tail-state.json", sink)
+    drop = settings.receiver.drop_bodies if drop_bodies is None else drop_bodies
+    tailer = LogTailer(log, state or out / "tail-state.json", sink, drop_bodies=drop)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -58,3 +58,34 @@ def test_up_script_is_valid_bash_and_fails_clearly_without_tools(tmp_path: Path)
         timeout=30,
     )
     assert result.returncode == 3 and "not found on PATH" in result.stderr
+
+
+def test_up_script_writes_the_webhook_kubeconfig_owner_only(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stubs = {
+        "docker": 'case "$*" in *"-f"*) echo "172.18.0.1 fc00:f853::1 ";; esac; exit 0',
+        "kind": "exit 0",
+        "kubectl": "exit 0",
+    }
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    work = tmp_path / "work"
+    (work / "audit").mkdir(parents=True)
+    stale = work / "audit" / "webhook-kubeconfig.yaml"
+    stale.write_text("old")
+    stale.chmod(0o644)  # an earlier, world-readable render
+    result = subprocess.run(
+        [shutil.which("bash") or "/bin/bash", str(KIND / "up.sh")],
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "PERFSPEC_KIND_DIR": str(work)},
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    rendered = work / "audit" / "webhook-kubeconfig.yaml"
+    assert rendered.stat().st_mode & 0o777 == 0o600
+    token = (work / "receiver-token").read_text()
+    assert yaml.safe_load(rendered.read_text())["users"][0]["user"]["token"] == token
+    assert (work / "receiver-token").stat().st_mode & 0o777 == 0o600

@@ -11,13 +11,15 @@ import time
 from pathlib import Path
 
 import httpx
+import pyarrow.parquet as pq
 
+from perfspec.audit.clean import clean_sources
 from perfspec.collect.campaign import load_manifest, run_campaign
 from perfspec.collect.helm import make_helm_driver
 from perfspec.collect.labels import parse_time
 from perfspec.collect.receiver import AuditReceiver
 from perfspec.collect.spec import load_campaign
-from perfspec.settings import CollectSettings, ReceiverSettings
+from perfspec.settings import CleanSettings, CollectSettings, ReceiverSettings
 from tests.collect.conftest import REPO_ROOT, TINY_CHART, FakeHelm
 
 
@@ -79,6 +81,12 @@ def test_events_received_during_a_campaign_are_labelled_by_step(fake_helm: FakeH
     assert [r["release"] for r in rows[1:]] == sent == ["ps-1-01-tiny", "ps-1-02-other"] * 2
     assert [r["action"] for r in rows[1:]] == ["install", "install", "uninstall", "uninstall"]
     assert all(r["namespace_match"] and r["file"] == "audit-000001.jsonl" for r in rows[1:])
+    # joinable with what `perfspec clean <campaign folder>` writes
+    clean_sources([out], tmp_path / "clean", CleanSettings())
+    events = pq.read_table(tmp_path / "clean" / "events.parquet").to_pylist()
+    assert {(r["source_file"], r["line"]) for r in rows} == {
+        (e["source_file"], e["source_line"]) for e in events
+    }
     assert [r["line"] for r in rows] == [1, 2, 3, 4, 5]
     summary = load_manifest(out / "manifest.json")["labels"]
     assert (summary["events"], summary["labelled"], summary["before"]) == (5, 4, 1)
@@ -87,7 +95,12 @@ def test_events_received_during_a_campaign_are_labelled_by_step(fake_helm: FakeH
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "perfspec", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "perfspec", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "250"},  # rich help: option names not cut
     )
 
 
@@ -144,6 +157,12 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     for command in ("collect", "receive", "tail-audit", "label"):
         help_text = _cli(command, "--help")
         assert help_text.returncode == 0 and "Usage" in help_text.stdout
+        if command == "collect":
+            assert "--keep-leftover-namespaces" in help_text.stdout
+        if command == "receive":
+            assert "--insecure" in help_text.stdout
+        if command == "tail-audit":
+            assert "--keep-bodies" in help_text.stdout
 
 
 def test_collect_with_receive_records_and_labels_events(fake_helm: FakeHelm, tmp_path: Path) -> None:

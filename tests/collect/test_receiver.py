@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from perfspec.collect.receiver import REJECTS_NAME, AuditReceiver
+from perfspec.collect.receiver import REJECTS_NAME, AuditReceiver, check_exposure, is_loopback
+from perfspec.errors import InputError
 from perfspec.settings import ReceiverSettings
 from tests.collect.conftest import REPO_ROOT, read_jsonl
 
@@ -52,8 +53,8 @@ def fresh_ids(body: dict[str, Any]) -> dict[str, Any]:
 def receiver(tmp_path: Path) -> Any:
     started: list[AuditReceiver] = []
 
-    def start(**settings: Any) -> AuditReceiver:
-        r = AuditReceiver(tmp_path / "out", ReceiverSettings(port=0, **settings)).start()
+    def start(limits: dict[str, int] | None = None, **settings: Any) -> AuditReceiver:
+        r = AuditReceiver(tmp_path / "out", ReceiverSettings(port=0, **settings), **(limits or {})).start()
         started.append(r)
         return r
 
@@ -67,7 +68,7 @@ def receiver(tmp_path: Path) -> Any:
 def test_concurrent_batches_every_acknowledged_event_on_disk_exactly_once(
     receiver: Any, sample_events: list[dict[str, Any]], tmp_path: Path
 ) -> None:
-    r = receiver(rotate_bytes=40_000)
+    r = receiver(rotate_bytes=40_000, limits={"max_concurrent_requests": 8})  # no 503s here
     bodies = [fresh_ids(b) for _ in range(6) for b in event_lists(sample_events, batch=7)]
     acknowledged: list[str] = []
     lock = threading.Lock()
@@ -176,9 +177,10 @@ def test_oversized_malformed_and_non_audit_bodies_are_refused_and_it_keeps_runni
         "not JSON: ",
         "apiVersion",
         "apiVersion",
-        "item is no",
-        "item lacks",
+        "not-an-eve",  # the cleaner's reasons (perfspec.audit.readers.event_row)
+        "not-an-eve",
     ]
+    assert rejects[0]["raw"] is None and rejects[0]["bytes"] == 9 and len(rejects[0]["sha256"]) == 64
 
 
 def test_bearer_token(receiver: Any, sample_events: list[dict[str, Any]]) -> None:
@@ -320,3 +322,111 @@ def test_cli_restart_appends_without_overwriting(sample_events: list[dict[str, A
     assert sorted(p.name for p in out.glob("audit-*.jsonl")) == ["audit-000001.jsonl", "audit-000002.jsonl"]
     ids = [e["auditID"] for e in read_jsonl(out)]
     assert ids == sent  # in order, each exactly once, nothing overwritten
+
+
+SECRET = "SUPERSECRET"
+SECRET_OBJECT = {"kind": "Secret", "apiVersion": "v1", "data": {"password": SECRET}}
+
+
+def test_secrets_in_rejected_bodies_and_items_never_reach_disk(
+    receiver: Any, sample_events: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    r = receiver()
+    bad_item = {"verb": "create", "requestObject": SECRET_OBJECT, "responseObject": SECRET_OBJECT}
+    no_stage = {**sample_events[0], "auditID": "x", "stage": None, "requestObject": SECRET_OBJECT}
+    good = {**sample_events[1], "requestObject": SECRET_OBJECT}
+    batch = {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [bad_item, no_stage, good]}
+    assert httpx.post(r.url, json=batch).json() == {"accepted": 1, "rejected": 2}
+    wrong_version = {"kind": "EventList", "apiVersion": "v1", "items": [{"requestObject": SECRET_OBJECT}]}
+    assert httpx.post(r.url, json=wrong_version).status_code == 400
+    secret_kind = dict(SECRET_OBJECT, stringData={"token": SECRET})  # a Secret posted as such
+    assert httpx.post(r.url, json=secret_kind).status_code == 400
+    annotated = {"kind": "Pod", "metadata": {"annotations": {"last-applied": json.dumps(SECRET_OBJECT)}}}
+    assert httpx.post(r.url, json=annotated).status_code == 400
+    yaml_secret = f"apiVersion: v1\nkind: Secret\nstringData:\n  password: {SECRET}\n".encode()
+    assert httpx.post(r.url, content=yaml_secret).status_code == 400  # not JSON: nothing of it is kept
+    r.stop()
+    out = tmp_path / "out"
+    written = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert REJECTS_NAME in written and "audit-000001.jsonl" in written
+    for name, data in written.items():
+        assert SECRET.encode() not in data, name
+    rejects = [json.loads(line) for line in written[REJECTS_NAME].splitlines()]
+    assert len(rejects) == 6
+    assert json.loads(rejects[0]["raw"]) == {
+        "verb": "create",
+        "requestObject": "<redacted>",
+        "responseObject": "<redacted>",
+    }
+    assert rejects[-1]["raw"] is None and rejects[-1]["bytes"] == len(yaml_secret)
+
+
+def test_busy_receiver_answers_503_with_retry_after(
+    receiver: Any, sample_events: list[dict[str, Any]]
+) -> None:
+    r = receiver(limits={"max_concurrent_requests": 1})
+    host, port = r.url.removeprefix("http://").split(":")
+    payload = json.dumps(event_lists(sample_events[:2], batch=2)[0]).encode()
+    slow = socket.create_connection((host, int(port)), timeout=10)  # holds the only slot mid-body
+    slow.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload[:5])
+    time.sleep(0.3)
+    busy = httpx.post(r.url, content=payload)
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+    assert busy.headers["Connection"] == "close"
+    slow.sendall(payload[5:])
+    assert slow.recv(4096).startswith(b"HTTP/1.1 200")
+    slow.close()
+    assert httpx.post(r.url, content=payload).status_code == 200  # the slot is free again
+    assert r.stats.snapshot()["busy"] == 1
+
+
+def test_connections_beyond_the_cap_are_reset(receiver: Any) -> None:
+    r = receiver(limits={"max_connections": 2})
+    host, port = r.url.removeprefix("http://").split(":")
+    idle = [http.client.HTTPConnection(host, int(port), timeout=10) for _ in range(2)]
+    for conn in idle:
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read()
+    extra = http.client.HTTPConnection(host, int(port), timeout=10)
+    with pytest.raises((ConnectionError, http.client.RemoteDisconnected)):
+        extra.request("GET", "/healthz")
+        extra.getresponse()
+    extra.close()
+    idle[0].close()
+    deadline = time.monotonic() + 5
+    while True:  # the closed connection's handler thread ends, freeing its place
+        try:
+            assert httpx.get(f"{r.url}/healthz").status_code == 200
+            break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    idle[1].close()
+    assert r.stats.snapshot()["refused_connections"] >= 1
+
+
+def test_exposure_rules() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("") and not is_loopback("myhost")
+    assert check_exposure(ReceiverSettings()) == []
+    with pytest.raises(InputError, match="without a token") as refused:
+        check_exposure(ReceiverSettings(host="0.0.0.0"))
+    assert "--insecure" in (refused.value.hint or "")
+    assert "no token" in check_exposure(ReceiverSettings(host="0.0.0.0"), insecure=True)[0]
+    assert "clear text" in check_exposure(ReceiverSettings(host="172.18.0.1", token="t"))[0]
+    tls = ReceiverSettings(host="0.0.0.0", token="t", tls_cert=Path("c"), tls_key=Path("k"))
+    assert check_exposure(tls) == []
+
+
+def test_cli_refuses_an_exposed_bind_without_token(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PERFSPEC_RECEIVER__TOKEN"}
+    result = subprocess.run(
+        [sys.executable, "-m", "perfspec", "receive", "--host", "0.0.0.0", "--out", str(tmp_path / "o")],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 2 and "without a token" in result.stderr and "--insecure" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()
