@@ -189,6 +189,10 @@ class ReceiverSettings(_Section):
         True, description="strip requestObject/responseObject before writing (secrets; unused downstream)"
     )
     request_timeout_seconds: float = Field(30.0, gt=0, description="socket timeout per connection")
+    max_concurrent_requests: int = Field(
+        2, ge=1, description="bodies held at once (memory ~17x max_body each); others get 503 + Retry-After"
+    )
+    max_connections: int = Field(64, ge=1, description="open connections (one thread each); more are reset")
     drain_seconds: float = Field(
         6.0, ge=0, description="collect --receive: wait this long after the last step for the last batch"
     )

@@ -53,11 +53,9 @@ from perfspec.settings import ReceiverSettings
 AUDIT_API_VERSIONS = ("audit.k8s.io/v1", "audit.k8s.io/v1beta1")
 REJECT_RAW_CHARS = 2048
 REJECTS_NAME = "receiver-rejects.jsonl"
-#: Bodies held in memory at once (parsing + writing); beyond it a POST waits SLOT_WAIT_SECONDS, then 503.
-MAX_CONCURRENT_REQUESTS = 2
+#: Beyond settings.max_concurrent_requests bodies in memory, a POST waits this long, then gets 503.
+#: Open connections beyond settings.max_connections (one handler thread each) are reset.
 SLOT_WAIT_SECONDS = 0.5
-#: Open connections (one handler thread each, keep-alive included); beyond it a connection is reset.
-MAX_CONNECTIONS = 64
 RETRY_AFTER_SECONDS = 1
 
 
@@ -374,9 +372,13 @@ class AuditReceiver:
         out_dir: Path,
         settings: ReceiverSettings,
         *,
-        max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS,
-        max_connections: int = MAX_CONNECTIONS,
+        max_concurrent_requests: int | None = None,
+        max_connections: int | None = None,
     ) -> None:
+        if max_concurrent_requests is None:
+            max_concurrent_requests = settings.max_concurrent_requests
+        if max_connections is None:
+            max_connections = settings.max_connections
         if max_concurrent_requests < 1 or max_connections < 1:
             raise InputError("max_concurrent_requests and max_connections must be at least 1")
         self.out_dir = Path(out_dir)
