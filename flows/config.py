@@ -7,13 +7,13 @@ import re
 from pathlib import Path
 
 from perfspec.errors import InputError
-from perfspec.settings import Settings, TrainSettings, get_settings
+from perfspec.settings import Settings, get_settings
+from perfspec.training import RESUMABLE_CHANGES, run_name
+
+__all__ = ["RESUMABLE_CHANGES", "check_sources", "dataset_name", "flow_settings", "run_name"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_LOG = REPO_ROOT / "sample" / "audit-logs.csv.gz"
-
-# Training settings that may change between a crash and a re-run without starting over (see training.py).
-_RESUMABLE = {"epochs", "patience", "checkpoint_every", "keep_checkpoints"}
 
 
 def flow_settings(data_dir: Path | None = None, epochs: int | None = None) -> Settings:
@@ -41,10 +41,3 @@ def dataset_name(sources: list[Path]) -> str:
         return re.sub(r"[^A-Za-z0-9._-]+", "-", stem) or "source"
     digest = hashlib.sha256("\n".join(str(p) for p in sources).encode()).hexdigest()[:10]
     return f"combined-{digest}"
-
-
-def run_name(fingerprint: str, train: TrainSettings) -> str:
-    """Stable run dir name: same data + same model settings -> same dir, so a re-run resumes there."""
-    shaping = {k: v for k, v in train.model_dump(mode="json").items() if k not in _RESUMABLE}
-    digest = hashlib.sha256(repr(sorted(shaping.items())).encode()).hexdigest()[:8]
-    return f"{fingerprint[:12]}-{digest}"

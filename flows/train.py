@@ -45,7 +45,7 @@ def train(
     trained = run_step(train_model, dataset_dir=dataset, run_dir=run_dir, settings=settings.train)
     metrics = run_step(evaluate_model, dataset_dir=dataset, run_dir=run_dir)
     run_id = run_step(log_run_task, settings=settings, dataset_dir=dataset, run_dir=run_dir, metrics=metrics)
-    promotion = run_step(promote_model, settings=settings, run_id=run_id, metrics=metrics)
+    promotion = run_step(promote_model, settings=settings, run_id=run_id, metrics=metrics, run_dir=run_dir)
     return TrainedRun(
         train=trained,
         metrics=metrics,

@@ -144,6 +144,11 @@ class Dataset:
     fingerprint: str
     source: str = ""
     malformed_lines: int = 0
+    # the action names themselves (distinct names + one code per position): ``ids`` map actions outside
+    # the vocabulary to <unk>, but re-scoring another model (champion rule) needs the real names.
+    # None for datasets saved before they were kept.
+    name_table: np.ndarray | None = field(default=None, repr=False)
+    name_codes: np.ndarray | None = field(default=None, repr=False)
     _windows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @property
@@ -158,6 +163,16 @@ class Dataset:
     def positions(self, split: str) -> np.ndarray:
         """Position in the sequence of each window's target (for tracing predictions back)."""
         return self._split_windows(split)[2]
+
+    @property
+    def has_names(self) -> bool:
+        return self.name_table is not None and self.name_codes is not None
+
+    def names(self, start: int, end: int) -> list[str]:
+        """Action names at positions ``[start, end)``; vocabulary-decoded (with <unk>) if not kept."""
+        if self.name_table is None or self.name_codes is None:
+            return self.vocab.decode(self.ids[start:end])
+        return [str(name) for name in self.name_table[self.name_codes[start:end]]]
 
     def sequences(self, split: str) -> list[np.ndarray]:
         """The contiguous id segments of one split (what the n-gram baseline counts over)."""
@@ -198,6 +213,8 @@ class Dataset:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {"ids": self.ids.astype(np.int32)}
+        if self.name_table is not None and self.name_codes is not None:
+            arrays |= {"action_names": self.name_table, "action_codes": self.name_codes}
         for split in SPLITS:
             x, y, pos = self._split_windows(split)
             arrays |= {f"x_{split}": x, f"y_{split}": y, f"pos_{split}": pos}
@@ -237,6 +254,8 @@ class Dataset:
             fingerprint=meta["fingerprint"],
             source=meta.get("source", ""),
             malformed_lines=meta.get("summary", {}).get("malformed_lines", 0),
+            name_table=arrays.get("action_names"),
+            name_codes=arrays.get("action_codes"),
         )
         for split in SPLITS:
             dataset._windows[split] = (arrays[f"x_{split}"], arrays[f"y_{split}"], arrays[f"pos_{split}"])
@@ -257,6 +276,8 @@ def dataset_from_actions(
     segments = segments_for(n, settings)
     train_actions = [a for s, e in segments["train"] for a in actions[s:e]]
     vocab = Vocabulary.from_counts(Counter(train_actions), settings.min_count)
+    table = sorted(set(actions))
+    code_of = {name: code for code, name in enumerate(table)}
     dataset = Dataset(
         settings=settings,
         vocab=vocab,
@@ -265,6 +286,8 @@ def dataset_from_actions(
         fingerprint=fingerprint_of(actions, settings),
         source=source,
         malformed_lines=malformed_lines,
+        name_table=np.array(table, dtype=str),
+        name_codes=np.fromiter((code_of[a] for a in actions), dtype=np.int32, count=n),
     )
     for split in SPLITS:
         if len(dataset.windows(split)[1]) == 0:

@@ -24,11 +24,14 @@ def _current_umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temp path next to ``target``; rename it onto ``target`` only if the block succeeds."""
+def atomic_path(target: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temp path next to ``target``; rename it onto ``target`` only if the block succeeds.
+
+    ``suffix`` ends the temp name, for writers that insist on an extension (Keras wants ``.keras``).
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

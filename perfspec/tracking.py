@@ -7,6 +7,12 @@ trained on another dataset (fingerprint differs) it is re-evaluated on the chall
 (shipped with the run as the ``dataset/`` artifact) through the same ``Predictor`` and the two are
 compared there. If that re-evaluation is impossible the champion is kept. Every decision is logged
 as the run tag ``champion_decision`` (``promoted``/``kept``) with the reason in ``champion_reason``.
+
+Why idempotent: ``perfspec train`` and the nightly pipeline re-run on unchanged data, and Prefect
+retries ``log-run``/``promote-model``. ``log_run`` records its run in ``<run_dir>/mlflow.json`` and
+returns that run again while it still exists (FINISHED) and the training it logged is unchanged; a
+failed attempt deletes its half-logged run. ``register_and_promote`` reuses the version already
+registered for a run id and, once decided, returns the decision recorded on that version.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import numpy as np
 
 from perfspec.dataset import Dataset
 from perfspec.errors import EnvironmentProblem, InputError
+from perfspec.fileio import sha256_files, write_json_atomic
 from perfspec.settings import Settings
 
 MODEL_ARTIFACT = "model"
@@ -32,6 +39,8 @@ TAG_DECISION = "champion_decision"
 TAG_REASON = "champion_reason"
 TAG_MODEL_URI = "perfspec.model_uri"
 TAG_TOP1 = "test_lstm_top1"
+TAG_DECISION_RECORD = "perfspec.decision"  # the PromotionDecision as JSON, on the model version
+RUN_RECORD = "mlflow.json"  # in the run dir: run id, store, training digest, registered version
 
 
 @dataclass(frozen=True)
@@ -108,100 +117,181 @@ def pip_requirements() -> list[str]:
     return [f"tensorflow-cpu=={tf.__version__}", f"keras=={keras.__version__}", f"numpy=={np.__version__}"]
 
 
+def training_digest(run_dir: Path) -> str:
+    """Identifies the training a run dir holds (a resume with more epochs changes it)."""
+    return sha256_files([Path(run_dir) / "model.keras", Path(run_dir) / "history.json"])
+
+
+def read_run_record(run_dir: Path) -> dict[str, Any]:
+    try:
+        record = json.loads((Path(run_dir) / RUN_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def logged_run(settings: Settings, run_dir: Path) -> str | None:
+    """The run id recorded for this run dir, if it is in this store, FINISHED, and logged this training."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    record = read_run_record(run_dir)
+    run_id = record.get("run_id")
+    if not run_id or record.get("tracking_uri") != settings.mlflow_tracking_uri:
+        return None
+    try:
+        if record.get("training") != training_digest(run_dir):
+            return None
+        run = mlflow.MlflowClient().get_run(run_id)
+    except (MlflowException, OSError):
+        return None
+    if run.info.status != "FINISHED" or run.info.lifecycle_stage != "active":
+        return None
+    return str(run_id)
+
+
 def log_run(settings: Settings, dataset: Dataset, run_dir: Path, metrics: dict) -> str:
-    """Log one finished training (``run_dir`` from ``train`` + ``evaluate``) as an MLflow run."""
+    """Log one finished training (``run_dir`` from ``train`` + ``evaluate``) as an MLflow run.
+
+    Once per training: returns the run recorded in ``<run_dir>/mlflow.json`` when ``logged_run``
+    accepts it. A failure part-way deletes the new run, so a retry leaves no FAILED run behind.
+    """
+    import mlflow
+
+    run_dir = Path(run_dir)
+    configure(settings)
+    existing = logged_run(settings, run_dir)
+    if existing is not None:
+        return existing
+    run = mlflow.start_run(run_name=run_dir.name)
+    run_id = run.info.run_id
+    try:
+        _log_contents(run, dataset, run_dir, metrics, settings)
+    except BaseException:
+        mlflow.end_run("FAILED")
+        with contextlib.suppress(Exception):
+            mlflow.MlflowClient().delete_run(run_id)
+        raise
+    mlflow.end_run()
+    write_json_atomic(
+        run_dir / RUN_RECORD,
+        {
+            "run_id": run_id,
+            "tracking_uri": settings.mlflow_tracking_uri,
+            "experiment_id": run.info.experiment_id,
+            "training": training_digest(run_dir),
+        },
+    )
+    return run_id
+
+
+def _log_contents(run: Any, dataset: Dataset, run_dir: Path, metrics: dict, settings: Settings) -> None:
+    """Params, tags, inputs, metrics, artifacts and the model, into the active ``run``."""
     import keras
     import mlflow
     from mlflow.entities import Metric
     from mlflow.models import infer_signature
 
-    run_dir = Path(run_dir)
-    configure(settings)
+    run_id = run.info.run_id
     history = (
         json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").is_file() else {}
     )
-    with mlflow.start_run(run_name=run_dir.name) as run:
-        run_id = run.info.run_id
-        params = {f"dataset.{k}": v for k, v in settings.dataset.model_dump().items()}
-        params |= {f"train.{k}": v for k, v in settings.train.model_dump().items()}
-        params |= {"ngram.order": metrics.get("ngram", {}).get("order"), "vocab_size": len(dataset.vocab)}
-        mlflow.log_params(params)
-        mlflow.set_tags(
-            {
-                TAG_FINGERPRINT: dataset.fingerprint,
-                "dataset_source": dataset.source,
-                "run_dir": str(run_dir.resolve()),
-                TAG_TOP1: str(metrics["test"]["lstm"]["top1"]),
-            }
-        )
-        x_train, y_train = dataset.windows("train")
-        x_test, y_test = dataset.windows("test")
-        # one input per split; MLflow keys inputs by digest, so each split gets its own
-        for context, split, (x, y) in (
-            ("training", "train", (x_train, y_train)),
-            ("testing", "test", (x_test, y_test)),
-        ):
-            with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local file
-                warnings.simplefilter("ignore", UserWarning)
-                data = mlflow.data.from_numpy(
-                    x,
-                    targets=y,
-                    source=dataset.source or "actions",
-                    name=f"actions-{dataset.fingerprint[:12]}-{split}",
-                    digest=f"{dataset.fingerprint[:24]}-{split}",
-                )
-            mlflow.log_input(data, context=context)
-
-        timestamp = int(run.info.start_time or 0)
-        batch = [
-            Metric(key, float(value), timestamp, epoch)
-            for key in ("loss", "accuracy", "val_loss", "val_accuracy")
-            for epoch, value in enumerate(history.get(key, []), start=1)
-        ]
-        for section in ("test", "test_changes"):
-            for model, scores in metrics.get(section, {}).items():
-                for name, value in scores.items():
-                    batch.append(Metric(f"{section}_{model}_{name}", float(value), timestamp, 0))
-        client = mlflow.MlflowClient()
-        for start in range(0, len(batch), 900):
-            client.log_batch(run_id, metrics=batch[start : start + 900])
-        if history.get("best_epoch"):
-            mlflow.log_metric("best_epoch", history["best_epoch"])
-
-        for name in ("history.json", "metrics.json", "per_action.csv", "confused_pairs.csv", "vocab.json"):
-            if (run_dir / name).is_file():
-                mlflow.log_artifact(str(run_dir / name))
-        if (run_dir / "plots").is_dir():
-            mlflow.log_artifacts(str(run_dir / "plots"), artifact_path="plots")
-        with tempfile.TemporaryDirectory(prefix="perfspec-dataset-") as tmp:
-            mlflow.log_artifacts(str(dataset.save(Path(tmp))), artifact_path="dataset")
-
-        model = keras.models.load_model(run_dir / "model.keras", compile=False)
-        example = x_test[:2] if len(x_test) else x_train[:2]
-        signature = infer_signature(example, np.asarray(model(example, training=False)))
-        # MLflow checks the input example by running the model; keep Keras' progress bar off our stdout
-        with contextlib.redirect_stdout(io.StringIO()):
-            info = mlflow.models.Model.log(
-                artifact_path=None,
-                name=MODEL_ARTIFACT,
-                flavor=_KerasFlavor,
-                flavor_name="mlflow.keras",
-                model=model,
-                signature=signature,
-                input_example=example,
-                pip_requirements=pip_requirements(),
-                metadata={
-                    "vocab": dataset.vocab.to_json(),
-                    "window": dataset.window,
-                    TAG_FINGERPRINT: dataset.fingerprint,
-                },
+    params = {f"dataset.{k}": v for k, v in settings.dataset.model_dump().items()}
+    params |= {f"train.{k}": v for k, v in settings.train.model_dump().items()}
+    params |= {"ngram.order": metrics.get("ngram", {}).get("order"), "vocab_size": len(dataset.vocab)}
+    mlflow.log_params(params)
+    mlflow.set_tags(
+        {
+            TAG_FINGERPRINT: dataset.fingerprint,
+            "dataset_source": dataset.source,
+            "run_dir": str(run_dir.resolve()),
+            TAG_TOP1: str(metrics["test"]["lstm"]["top1"]),
+        }
+    )
+    x_train, y_train = dataset.windows("train")
+    x_test, y_test = dataset.windows("test")
+    # one input per split; MLflow keys inputs by digest, so each split gets its own
+    for context, split, (x, y) in (
+        ("training", "train", (x_train, y_train)),
+        ("testing", "test", (x_test, y_test)),
+    ):
+        with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local file
+            warnings.simplefilter("ignore", UserWarning)
+            data = mlflow.data.from_numpy(
+                x,
+                targets=y,
+                source=dataset.source or "actions",
+                name=f"actions-{dataset.fingerprint[:12]}-{split}",
+                digest=f"{dataset.fingerprint[:24]}-{split}",
             )
-        mlflow.set_tag(TAG_MODEL_URI, info.model_uri)
-    return run_id
+        mlflow.log_input(data, context=context)
+
+    timestamp = int(run.info.start_time or 0)
+    batch = [
+        Metric(key, float(value), timestamp, epoch)
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy")
+        for epoch, value in enumerate(history.get(key, []), start=1)
+    ]
+    for section in ("test", "test_changes"):
+        for model, scores in metrics.get(section, {}).items():
+            for name, value in scores.items():
+                batch.append(Metric(f"{section}_{model}_{name}", float(value), timestamp, 0))
+    client = mlflow.MlflowClient()
+    for start in range(0, len(batch), 900):
+        client.log_batch(run_id, metrics=batch[start : start + 900])
+    if history.get("best_epoch"):
+        mlflow.log_metric("best_epoch", history["best_epoch"])
+
+    for name in ("history.json", "metrics.json", "per_action.csv", "confused_pairs.csv", "vocab.json"):
+        if (run_dir / name).is_file():
+            mlflow.log_artifact(str(run_dir / name))
+    if (run_dir / "plots").is_dir():
+        mlflow.log_artifacts(str(run_dir / "plots"), artifact_path="plots")
+    with tempfile.TemporaryDirectory(prefix="perfspec-dataset-") as tmp:
+        mlflow.log_artifacts(str(dataset.save(Path(tmp))), artifact_path="dataset")
+
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    example = x_test[:2] if len(x_test) else x_train[:2]
+    signature = infer_signature(example, np.asarray(model(example, training=False)))
+    # MLflow checks the input example by running the model; keep Keras' progress bar off our stdout
+    with contextlib.redirect_stdout(io.StringIO()):
+        info = mlflow.models.Model.log(
+            artifact_path=None,
+            name=MODEL_ARTIFACT,
+            flavor=_KerasFlavor,
+            flavor_name="mlflow.keras",
+            model=model,
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(),
+            metadata={
+                "vocab": dataset.vocab.to_json(),
+                "window": dataset.window,
+                TAG_FINGERPRINT: dataset.fingerprint,
+            },
+        )
+    mlflow.set_tag(TAG_MODEL_URI, info.model_uri)
 
 
-def register_and_promote(settings: Settings, run_id: str, metrics: dict) -> PromotionDecision:
-    """Register the run's model as a new version; move ``@champion`` to it only if it wins."""
+def registered_version(client: Any, name: str, run_id: str) -> Any | None:
+    """The version of ``name`` already registered for ``run_id`` (the oldest, should there be more)."""
+    found = [
+        v
+        for v in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        if v.tags.get("run_id", run_id) == run_id  # not a version another run made of the same model
+    ]
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def register_and_promote(
+    settings: Settings, run_id: str, metrics: dict, run_dir: Path | None = None
+) -> PromotionDecision:
+    """Register the run's model as a new version; move ``@champion`` to it only if it wins.
+
+    Idempotent per run id: a version already registered for the run is reused, and a decision already
+    taken for it is returned as recorded. ``run_dir``: also note version and decision in its
+    ``mlflow.json``.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -216,18 +306,31 @@ def register_and_promote(settings: Settings, run_id: str, metrics: dict) -> Prom
     fingerprint = run.data.tags.get(TAG_FINGERPRINT, "")
     model_uri = run.data.tags.get(TAG_MODEL_URI) or f"runs:/{run_id}/{MODEL_ARTIFACT}"
     challenger = float(metrics["test"]["lstm"]["top1"])
-    version = mlflow.register_model(
-        model_uri, name, tags={TAG_FINGERPRINT: fingerprint, TAG_TOP1: str(challenger), "run_id": run_id}
-    ).version
+    existing = registered_version(client, name, run_id)
+    if existing is not None and TAG_DECISION_RECORD in existing.tags:
+        recorded = PromotionDecision(**json.loads(existing.tags[TAG_DECISION_RECORD]))
+        _note_in_run_dir(run_dir, recorded)
+        return recorded
+    if existing is not None:  # registered, but the attempt that did it failed before deciding
+        version = existing.version
+    else:
+        version = mlflow.register_model(
+            model_uri, name, tags={TAG_FINGERPRINT: fingerprint, TAG_TOP1: str(challenger), "run_id": run_id}
+        ).version
 
     try:
         champion = client.get_model_version_by_alias(name, alias)
     except MlflowException:
         champion = None
+    already = champion is not None and str(champion.version) == str(version)
+    if already:  # an earlier attempt moved the alias, then failed before recording its decision
+        champion = None
 
     champion_top1: float | None = None
     same: bool | None = None
-    if champion is None:
+    if already:
+        promoted, reason = True, f"v{version} is already @{alias} (an earlier attempt promoted it)"
+    elif champion is None:
         promoted, reason = True, f"no @{alias} yet"
     else:
         same = champion.tags.get(TAG_FINGERPRINT) == fingerprint
@@ -252,7 +355,7 @@ def register_and_promote(settings: Settings, run_id: str, metrics: dict) -> Prom
     client.set_tag(run_id, TAG_DECISION, decision)
     client.set_tag(run_id, TAG_REASON, reason)
     client.set_model_version_tag(name, version, TAG_DECISION, decision)
-    return PromotionDecision(
+    outcome = PromotionDecision(
         registered_model=name,
         version=str(version),
         promoted=promoted,
@@ -262,6 +365,24 @@ def register_and_promote(settings: Settings, run_id: str, metrics: dict) -> Prom
         champion_top1=champion_top1,
         same_dataset=same,
     )
+    # written last: its presence means the decision is complete
+    client.set_model_version_tag(name, version, TAG_DECISION_RECORD, json.dumps(outcome.to_dict()))
+    _note_in_run_dir(run_dir, outcome)
+    return outcome
+
+
+def _note_in_run_dir(run_dir: Path | None, decision: PromotionDecision) -> None:
+    """Add the registered version and the decision to ``<run_dir>/mlflow.json`` (if it is there)."""
+    if run_dir is None:
+        return
+    record = read_run_record(run_dir)
+    if record:
+        record |= {
+            "registered_model": decision.registered_model,
+            "version": decision.version,
+            "decision": decision.to_dict(),
+        }
+        write_json_atomic(Path(run_dir) / RUN_RECORD, record)
 
 
 def _reevaluate(settings: Settings, champion_version: str, run_id: str) -> float | None:
@@ -278,14 +399,30 @@ def _reevaluate(settings: Settings, champion_version: str, run_id: str) -> float
         predictor = Predictor.load(f"models:/{settings.mlflow.registered_model}/{champion_version}")
     except (MlflowException, InputError, OSError):
         return None
-    x, y = dataset.windows("test")
-    if len(y) == 0:
+    windows, targets = names_of_test_windows(dataset, predictor.window)
+    if not targets:
         return None
-    names = [dataset.vocab.decode(row) for row in x]
-    ids = np.stack([_encode_padded(predictor, row) for row in names])
+    ids = np.stack([_encode_padded(predictor, row) for row in windows])
     probs = predictor.probabilities_batch(ids)
-    truth = np.array([predictor.vocab.id_of(t) for t in dataset.vocab.decode(y)])
+    truth = np.array([predictor.vocab.id_of(t) for t in targets])
     return float(np.mean(np.argmax(probs, axis=1) == truth))
+
+
+def names_of_test_windows(dataset: Dataset, window: int) -> tuple[list[list[str]], list[str]]:
+    """The test part's targets with up to ``window`` preceding actions each, as action NAMES.
+
+    Same targets as ``dataset.windows("test")``; the history never reaches across the segment start.
+    Names (not the dataset's ids) so that another model sees actions outside this dataset's vocabulary
+    as they are, mapped through its own vocabulary, rather than as ``<unk>``.
+    """
+    windows: list[list[str]] = []
+    targets: list[str] = []
+    for start, end in dataset.segments["test"]:
+        names = dataset.names(start, end)
+        for pos in range(start + dataset.window, end):
+            windows.append(names[max(0, pos - start - window) : pos - start])
+            targets.append(names[pos - start])
+    return windows, targets
 
 
 def _encode_padded(predictor: Any, actions: list[str]) -> np.ndarray:

@@ -2,17 +2,22 @@
 
 Why a hand-rolled epoch loop around ``model.fit(epochs=1)``: the shuffle order of epoch N is drawn
 from ``(seed, N)``, so a run resumed from a checkpoint sees the same batches as an uninterrupted run,
-and the early-stopping state (best epoch, patience counter) lives in ``train_state.json`` next to the
-checkpoints instead of inside a callback that dies with the process. Only validation data steers
-stopping and the choice of the kept model; the test split is never touched here.
+and the early-stopping state (best epoch, patience counter) is rebuilt from the history stored with
+each checkpoint in ``train_state.json`` instead of living in a callback that dies with the process.
+``train_state.json`` and ``checkpoints/best.keras`` are only written at checkpoint epochs, so after a
+crash between two checkpoints nothing of the abandoned epochs survives (every saved model carries its
+epoch inside the file, which a resume checks). Only validation data steers stopping and the choice of
+the kept model; the test split is never touched here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-import os
 import shutil
 import time
+import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +32,10 @@ from perfspec.settings import TrainSettings
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 EpochCallback = Callable[[int, dict[str, float]], None]
-# Settings that may change between a crash and a resume without invalidating the checkpoints.
-_RESUMABLE_CHANGES = {"epochs", "patience", "checkpoint_every", "keep_checkpoints"}
+# Settings that may change between a crash and a resume without invalidating the checkpoints; the only
+# definition (the run-dir name and flows/config.py use it too).
+RESUMABLE_CHANGES = frozenset({"epochs", "patience", "checkpoint_every", "keep_checkpoints"})
+_EPOCH_ENTRY = "perfspec_epoch.txt"  # extra zip entry in every saved .keras file (Keras ignores it)
 
 
 @dataclass
@@ -51,12 +58,37 @@ class TrainResult:
 
 def resume_key(dataset: Dataset, settings: TrainSettings) -> dict[str, Any]:
     """What must match for checkpoints in an out dir to be reused."""
-    relevant = {k: v for k, v in settings.model_dump().items() if k not in _RESUMABLE_CHANGES}
+    relevant = {k: v for k, v in settings.model_dump().items() if k not in RESUMABLE_CHANGES}
     return {"dataset_fingerprint": dataset.fingerprint, "vocab_size": len(dataset.vocab), "train": relevant}
+
+
+def run_name(fingerprint: str, settings: TrainSettings) -> str:
+    """``<fingerprint12>-<hash8>`` of the dataset and the model-shaping train settings.
+
+    Same data + same model settings -> same run dir, so a re-run resumes there; ``perfspec train`` and
+    the Prefect ``train`` flow both name their run dirs with this, so they resume each other's runs.
+    Settings in ``RESUMABLE_CHANGES`` (epochs, patience, ...) do not change the name.
+    """
+    shaping = {k: v for k, v in settings.model_dump(mode="json").items() if k not in RESUMABLE_CHANGES}
+    digest = hashlib.sha256(repr(sorted(shaping.items())).encode()).hexdigest()[:8]
+    return f"{fingerprint[:12]}-{digest}"
 
 
 def checkpoint_path(out_dir: Path, epoch: int) -> Path:
     return Path(out_dir) / "checkpoints" / f"model_at_epoch_{epoch}.keras"
+
+
+def best_path(out_dir: Path) -> Path:
+    return Path(out_dir) / "checkpoints" / "best.keras"
+
+
+def saved_epoch(path: Path) -> int | None:
+    """The epoch a model file written by ``train`` holds (None: absent, or written by older code)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return int(archive.read(_EPOCH_ENTRY))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
 
 
 def read_state(out_dir: Path) -> dict[str, Any] | None:
@@ -101,14 +133,18 @@ def train(
 
     start, model, history = 0, None, {k: [] for k in HISTORY_KEYS}
     best_epoch, best_val_loss, wait, stopped_early = 0, math.inf, 0, False
+    best_saved, best_weights = 0, None  # epoch held by best.keras; weights of best_epoch until saved
     if state is not None and state.get("epochs_done", 0) > 0:
         ckpt = out_dir / state["checkpoint"]
         if ckpt.is_file():
             start = int(state["epochs_done"])
             history = {k: list(state["history"][k][:start]) for k in HISTORY_KEYS}
-            best_epoch, best_val_loss = int(state["best_epoch"]), float(state["best_val_loss"])
-            wait = max(0, start - best_epoch)
-            stopped_early = bool(state.get("stopped_early", False))
+            # early-stopping state as of the checkpoint, from its history (patience may have changed)
+            best_epoch, best_val_loss = _best_of(history["val_loss"])
+            best_epoch, best_val_loss = _restore_best(out_dir, state, history, best_epoch, best_val_loss)
+            best_saved = best_epoch
+            wait = start - best_epoch
+            stopped_early = wait >= settings.patience
             model_file = out_dir / "model.keras"
             if (stopped_early or start >= settings.epochs) and model_file.is_file():
                 return _result(out_dir, history, best_epoch, best_val_loss, start, start, stopped_early)
@@ -145,20 +181,26 @@ def train(
             history[k].append(logs[k])
         if logs["val_loss"] < best_val_loss:
             best_epoch, best_val_loss, wait = epoch, logs["val_loss"], 0
-            _save_model(model, out_dir / "checkpoints" / "best.keras")
+            best_weights = model.get_weights()  # saved as best.keras at the next checkpoint
         else:
             wait += 1
         stopped_early = wait >= settings.patience
         if epoch % settings.checkpoint_every == 0 or stopped_early or epoch == settings.epochs:
-            _save_model(model, checkpoint_path(out_dir, epoch))
+            # order: checkpoint, best.keras, then the state that points at them
+            _save_model(model, checkpoint_path(out_dir, epoch), epoch)
+            if best_saved != best_epoch:
+                if best_epoch == epoch:
+                    _copy_atomic(checkpoint_path(out_dir, epoch), best_path(out_dir))
+                else:
+                    _save_weights(model, best_weights, best_path(out_dir), best_epoch)
+                best_saved, best_weights = best_epoch, None
             checkpoint_epoch = epoch
+            _write_state(out_dir, key, checkpoint_epoch, history, best_epoch, best_val_loss, stopped_early)
             _prune_checkpoints(out_dir, settings.keep_checkpoints)
-        _write_state(out_dir, key, checkpoint_epoch, history, best_epoch, best_val_loss, stopped_early)
         if on_epoch_end is not None:
             on_epoch_end(epoch, logs)
 
-    with atomic_path(out_dir / "model.keras") as tmp:
-        shutil.copyfile(out_dir / "checkpoints" / "best.keras", tmp)
+    _copy_atomic(best_path(out_dir), out_dir / "model.keras")
     dataset.vocab.save(out_dir / "vocab.json")
     write_json_atomic(
         out_dir / "history.json", {"epochs": len(history["loss"]), "best_epoch": best_epoch, **history}
@@ -206,15 +248,67 @@ def _result(
     )
 
 
-def _save_model(model: Any, target: Path) -> None:
-    """``model.save`` wants a ``.keras`` suffix, so the temp name keeps it; then rename into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.keras")
-    try:
+def _best_of(val_loss: list[float]) -> tuple[int, float]:
+    """(1-based epoch, value) of the lowest validation loss; the first one on ties, like the loop."""
+    if not val_loss:
+        return 0, math.inf
+    index = int(np.argmin(val_loss))
+    return index + 1, float(val_loss[index])
+
+
+def _restore_best(
+    out_dir: Path, state: dict[str, Any], history: dict[str, list[float]], best_epoch: int, best_val: float
+) -> tuple[int, float]:
+    """Make ``best.keras`` hold ``best_epoch`` (<= the checkpoint resumed from); returns the best kept.
+
+    ``best.keras`` is only written at checkpoints, before the state, so it can only be ahead of the
+    state after a crash between those two writes; then it is re-derived from the periodic checkpoint of
+    that epoch, or, if that was pruned, the checkpoint resumed from becomes the best (with a warning).
+    """
+    start = int(state["epochs_done"])
+    best = best_path(out_dir)
+    held = saved_epoch(best)
+    if held is None and best.is_file() and int(state.get("best_epoch", -1)) == best_epoch:
+        held = best_epoch  # written by older code, which recorded the epoch of best.keras in the state
+    if held == best_epoch:
+        return best_epoch, best_val
+    source = checkpoint_path(out_dir, best_epoch)
+    if not source.is_file():
+        warnings.warn(
+            f"{out_dir}: the model of best epoch {best_epoch} is lost; keeping epoch {start} instead",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        best_epoch, best_val = start, float(history["val_loss"][start - 1])
+        source = checkpoint_path(out_dir, start)
+    _copy_atomic(source, best)
+    return best_epoch, best_val
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def _save_model(model: Any, target: Path, epoch: int) -> None:
+    """Save atomically, with ``epoch`` recorded inside the file (see ``saved_epoch``).
+
+    ``model.save`` insists on a ``.keras`` suffix, hence ``atomic_path``'s ``suffix``.
+    """
+    with atomic_path(target, suffix=".keras") as tmp:
         model.save(tmp)
-        os.replace(tmp, target)
+        with zipfile.ZipFile(tmp, "a") as archive:
+            archive.writestr(_EPOCH_ENTRY, str(epoch))
+
+
+def _save_weights(model: Any, weights: list[Any], target: Path, epoch: int) -> None:
+    """Save ``model`` as it was at ``epoch`` (its weights then), leaving the model untouched."""
+    current = model.get_weights()
+    model.set_weights(weights)
+    try:
+        _save_model(model, target, epoch)
     finally:
-        tmp.unlink(missing_ok=True)
+        model.set_weights(current)
 
 
 def _epoch_of(path: Path) -> int:

@@ -71,7 +71,11 @@ def evaluate_model(dataset_dir: str, run_dir: str) -> dict[str, Any]:
 
 @perfspec_task("log-run", timeout_seconds=_cfg.task_timeout_seconds, transient=True)
 def log_run_task(settings: Settings, dataset_dir: str, run_dir: str, metrics: dict[str, Any]) -> str:
-    """One MLflow run with params, per-epoch metrics, artifacts and the model; returns its run id."""
+    """One MLflow run with params, per-epoch metrics, artifacts and the model; returns its run id.
+
+    Safe to retry and to re-run: the run recorded in ``<run_dir>/mlflow.json`` is returned while it
+    still exists and logged this training; a failed attempt deletes its partial run.
+    """
     from perfspec.dataset import Dataset
     from perfspec.tracking import log_run
 
@@ -79,11 +83,16 @@ def log_run_task(settings: Settings, dataset_dir: str, run_dir: str, metrics: di
 
 
 @perfspec_task("promote-model", timeout_seconds=_cfg.task_timeout_seconds, transient=True)
-def promote_model(settings: Settings, run_id: str, metrics: dict[str, Any]) -> PromotionOutput:
-    """Register the run's model; move ``@champion`` only if it beats the champion (same fingerprint)."""
+def promote_model(
+    settings: Settings, run_id: str, metrics: dict[str, Any], run_dir: str | None = None
+) -> PromotionOutput:
+    """Register the run's model; move ``@champion`` only if it beats the champion (same fingerprint).
+
+    Safe to retry: the version already registered for ``run_id`` is reused (and its decision returned).
+    """
     from perfspec.tracking import register_and_promote
 
-    decision = register_and_promote(settings, run_id, metrics)
+    decision = register_and_promote(settings, run_id, metrics, run_dir=Path(run_dir) if run_dir else None)
     as_dict = _as_dict(decision)
     return PromotionOutput(run_id=run_id, promoted=bool(as_dict.get("promoted", False)), decision=as_dict)
 

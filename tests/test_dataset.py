@@ -117,6 +117,8 @@ def test_vocab_is_built_on_train_only_with_unk_at_zero() -> None:
     assert dataset.ids[950] == 0 and dataset.ids[10] == 0
     assert dataset.vocab.counts[0] == 1  # the rare training action is counted under <unk>
     assert dataset.summary()["test"]["unknown_targets"] == 1
+    # the names themselves are kept (re-scoring another model must see the real action)
+    assert dataset.names(949, 952) == actions[949:952] and dataset.names(10, 11) == ["patch_rare"]
 
 
 def test_fingerprint_depends_on_actions_and_split_settings() -> None:
@@ -140,6 +142,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     for split in ("train", "val", "test"):
         for a, b in zip(loaded.windows(split), dataset.windows(split), strict=True):
             np.testing.assert_array_equal(a, b)
+    assert loaded.has_names and loaded.names(0, len(loaded.ids)) == dataset.names(0, len(dataset.ids))
 
 
 def test_load_of_a_partial_directory_is_an_input_error(tmp_path: Path) -> None:

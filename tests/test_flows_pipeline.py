@@ -126,6 +126,9 @@ def test_rerun_on_unchanged_data_skips_cleaning_and_dataset_building(first_run, 
     # same data + settings -> same run dir; training had nothing left to do (resumed at epoch 2 of 2)
     assert again.trained.train.run_dir == first_run.trained.train.run_dir
     assert again.trained.train.epochs_this_call == 0
+    # ... and nothing new in MLflow: the same run, the same registered version and decision
+    assert again.trained.run_id == first_run.trained.run_id
+    assert again.trained.promotion.decision["version"] == first_run.trained.promotion.decision["version"]
 
 
 def test_bad_input_fails_the_flow_naming_the_step(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,13 @@ from perfspec.dataset import dataset_from_actions
 from perfspec.evaluation import evaluate
 from perfspec.predict import Predictor
 from perfspec.settings import DatasetSettings, Settings, TrainSettings
-from perfspec.tracking import log_run, register_and_promote
+from perfspec.tracking import (
+    RUN_RECORD,
+    TAG_FINGERPRINT,
+    TAG_MODEL_URI,
+    log_run,
+    register_and_promote,
+)
 from perfspec.training import train
 
 TINY = TrainSettings(embedding_dim=4, lstm_units=8, epochs=2, batch_size=32, learning_rate=0.02, seed=2)
@@ -30,8 +37,8 @@ def _actions(n: int, seed: int) -> list[str]:
     return out[:n]
 
 
-def _trained_run(settings: Settings, name: str, seed: int):
-    dataset = dataset_from_actions(_actions(500, seed), settings.dataset)
+def _trained_run(settings: Settings, name: str, seed: int, actions: list[str] | None = None):
+    dataset = dataset_from_actions(actions or _actions(500, seed), settings.dataset)
     run_dir = settings.paths.runs_dir / name
     train(dataset, settings.train, run_dir)
     return dataset, run_dir, evaluate(dataset, run_dir)
@@ -82,6 +89,18 @@ def test_log_run_records_params_metrics_inputs_and_artifacts(settings: Settings,
     assert (local / "input_example.json").is_file() and "signature" in (local / "MLmodel").read_text()
 
 
+def _another_run_of(settings: Settings, run_id: str) -> str:
+    """A cheap second MLflow run of the same model and dataset (a challenger with its own run id)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    source = client.get_run(run_id)
+    tags = {k: source.data.tags[k] for k in (TAG_FINGERPRINT, TAG_MODEL_URI)}
+    run = client.create_run(source.info.experiment_id, tags=tags)
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
 def test_champion_rule(settings: Settings, first_run) -> None:
     import mlflow
 
@@ -93,8 +112,10 @@ def test_champion_rule(settings: Settings, first_run) -> None:
     assert str(champion.version) == first.version
 
     # the same score on the same data does not move the alias
+    run_id = _another_run_of(settings, run_id)
     tie = register_and_promote(settings, run_id, metrics)
     assert not tie.promoted and tie.same_dataset and tie.champion_version == first.version
+    assert tie.version != first.version
     assert client.get_run(run_id).data.tags["champion_decision"] == "kept"
 
     # better by less than the margin: kept; better with no margin: promoted
@@ -104,7 +125,8 @@ def test_champion_rule(settings: Settings, first_run) -> None:
         "test": {**metrics["test"], "lstm": {**metrics["test"]["lstm"], "top1": top1 + 0.01}},
     }
     strict = settings.with_section("mlflow", promotion_margin=0.05)
-    assert not register_and_promote(strict, run_id, better).promoted
+    assert not register_and_promote(strict, _another_run_of(settings, run_id), better).promoted
+    run_id = _another_run_of(settings, run_id)
     promoted = register_and_promote(settings, run_id, better)
     assert promoted.promoted and promoted.champion_top1 == pytest.approx(top1)
     assert str(client.get_model_version_by_alias("perfspec", "champion").version) == promoted.version
@@ -112,33 +134,95 @@ def test_champion_rule(settings: Settings, first_run) -> None:
     assert client.get_model_version("perfspec", promoted.version).tags["champion_decision"] == "promoted"
 
 
+def test_a_second_train_on_a_finished_run_dir_logs_and_registers_nothing_new(
+    settings: Settings, first_run
+) -> None:
+    import mlflow
+
+    dataset, run_dir, metrics, run_id = first_run
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    decision = register_and_promote(settings, run_id, metrics, run_dir=run_dir)  # (again, maybe)
+    runs = {r.info.run_id for r in client.search_runs([client.get_run(run_id).info.experiment_id])}
+    versions = {v.version for v in client.search_model_versions("name = 'perfspec'")}
+
+    again = train(dataset, settings.train, run_dir)  # finished: returned as it is
+    assert again.epochs_this_call == 0
+    metrics_again = evaluate(dataset, run_dir)
+    assert log_run(settings, dataset, run_dir, metrics_again) == run_id
+    assert register_and_promote(settings, run_id, metrics_again, run_dir=run_dir) == decision
+    assert {r.info.run_id for r in client.search_runs([client.get_run(run_id).info.experiment_id])} == runs
+    assert {v.version for v in client.search_model_versions("name = 'perfspec'")} == versions
+    record = json.loads((run_dir / RUN_RECORD).read_text())
+    assert record["run_id"] == run_id and record["version"] == decision.version
+
+
+def test_log_run_after_a_failure_leaves_no_failed_run(
+    settings: Settings, first_run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    import perfspec.tracking as tracking
+
+    dataset, run_dir, metrics, run_id = first_run
+    (run_dir / RUN_RECORD).unlink()  # as if never logged
+    real = tracking._log_contents
+
+    def flaky(run, *args, **kwargs):
+        mlflow.log_param("partial", 1)
+        raise ConnectionError("tracking server went away")
+
+    monkeypatch.setattr(tracking, "_log_contents", flaky)
+    with pytest.raises(ConnectionError):
+        log_run(settings, dataset, run_dir, metrics)
+    monkeypatch.setattr(tracking, "_log_contents", real)
+    retried = log_run(settings, dataset, run_dir, metrics)
+    assert retried != run_id
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    experiment = client.get_run(run_id).info.experiment_id
+    assert not client.search_runs([experiment], "attributes.status = 'FAILED'")
+    assert client.get_run(retried).info.status == "FINISHED"
+
+
+def _champion_top1_from_names(champion: Predictor, actions: list[str], dataset) -> float:
+    """The champion's top-1 on ``dataset``'s test targets, from the raw action names (independent)."""
+    hits = []
+    for start, end in dataset.segments["test"]:
+        for pos in range(start + dataset.window, end):
+            history = actions[max(start, pos - champion.window) : pos]
+            ids = np.zeros((1, champion.window), dtype=np.int32)
+            ids[0, champion.window - len(history) :] = [champion.vocab.id_of(a) for a in history]
+            probs = champion.model.predict(ids, verbose=0)[0]
+            hits.append(int(np.argmax(probs)) == champion.vocab.id_of(actions[pos]))
+    return float(np.mean(hits))
+
+
 def test_other_dataset_is_decided_by_reevaluating_the_champion(settings: Settings, first_run) -> None:
+    """The champion is scored on the challenger's test part by action NAME: an action the challenger
+    never trained on (``update_cm`` only in its test part) reaches the champion as itself."""
     import mlflow
 
     _, _, metrics, run_id = first_run
     register_and_promote(settings, run_id, metrics)  # make sure a champion exists
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    champion_version = str(client.get_model_version_by_alias("perfspec", "champion").version)
     other = settings.with_section("dataset", window=5)
-    dataset, run_dir_b, metrics_b = _trained_run(other, "second", seed=5)
+    actions = _actions(500, seed=5)
+    cut = int(len(actions) * 0.9)
+    actions = [("update_secret" if a == "update_cm" and i < cut else a) for i, a in enumerate(actions)]
+    dataset, run_dir_b, metrics_b = _trained_run(other, "second", seed=5, actions=actions)
+    assert "update_cm" not in dataset.vocab and "update_cm" in actions[cut:]
     run_b = log_run(other, dataset, run_dir_b, metrics_b)
     decision = register_and_promote(other, run_b, metrics_b)
     assert decision.same_dataset is False and "re-evaluated" in decision.reason
+    assert decision.champion_version == champion_version
 
-    # recompute the champion's top-1 on the second dataset's test windows independently
-    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
     champion = Predictor.load(
-        f"models:/perfspec/{decision.champion_version}", tracking_uri=settings.mlflow_tracking_uri
+        f"models:/perfspec/{champion_version}", tracking_uri=settings.mlflow_tracking_uri
     )
-    x, y = dataset.windows("test")
-    ids = np.array(
-        [[champion.vocab.id_of(t) for t in dataset.vocab.decode(row)][-champion.window :] for row in x]
-    )
-    padded = np.zeros((len(ids), champion.window), dtype=np.int32)
-    padded[:, champion.window - ids.shape[1] :] = ids
-    probs = champion.model.predict(padded, verbose=0)
-    truth = np.array([champion.vocab.id_of(t) for t in dataset.vocab.decode(y)])
-    assert decision.champion_top1 == pytest.approx(
-        float(np.mean(np.argmax(probs, axis=1) == truth)), abs=1e-9
-    )
-    assert decision.promoted == (decision.challenger_top1 > decision.champion_top1)
+    assert "update_cm" in champion.vocab
+    expected_champion = _champion_top1_from_names(champion, actions, dataset)
+    assert decision.champion_top1 == pytest.approx(expected_champion, abs=1e-9)
+    challenger = metrics_b["test"]["lstm"]["top1"]  # from evaluate(), not from the decision
+    assert decision.promoted == (challenger > expected_champion + settings.mlflow.promotion_margin)
     alias = str(client.get_model_version_by_alias("perfspec", "champion").version)
-    assert (alias == decision.version) == decision.promoted
+    assert alias == (decision.version if decision.promoted else champion_version)

@@ -15,7 +15,7 @@ import pytest
 from perfspec.dataset import Dataset, dataset_from_actions
 from perfspec.errors import InputError
 from perfspec.settings import DatasetSettings, TrainSettings
-from perfspec.training import read_state, train
+from perfspec.training import RESUMABLE_CHANGES, best_path, read_state, run_name, saved_epoch, train
 
 TINY = TrainSettings(embedding_dim=4, lstm_units=8, epochs=2, batch_size=32, learning_rate=0.01, seed=3)
 
@@ -124,3 +124,59 @@ def test_resume_after_a_killed_process_continues_from_the_last_checkpoint(tmp_pa
     )
     assert (out / "model.keras").is_file()
     assert sorted(p.name for p in result.checkpoints)[-1] == "model_at_epoch_4.keras"
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_resume_between_checkpoints_restores_the_checkpoint_s_early_stopping_state(tmp_path: Path) -> None:
+    """checkpoint_every=2, crash after epoch 3: epoch 3 (an improvement) is abandoned, so the resume
+    must take best epoch, patience counter and best.keras from epoch 2, and end exactly like a run
+    that never crashed (patience 1: counting the re-run epoch 3 as "no gain" would stop it there)."""
+    settings = TINY.model_copy(update={"epochs": 5, "checkpoint_every": 2, "patience": 1, "seed": 5})
+    reference = train(tiny_dataset(), settings, tmp_path / "reference")
+    assert reference.best_epoch >= 3 and not reference.stopped_early  # epoch 3 improved on epoch 2
+
+    out = tmp_path / "run"
+
+    def crash(epoch: int, _logs: dict[str, float]) -> None:
+        if epoch == 3:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        train(tiny_dataset(), settings, out, on_epoch_end=crash)
+    state = read_state(out)
+    assert state is not None and state["epochs_done"] == 2 and len(state["history"]["loss"]) == 2
+    assert state["best_epoch"] <= 2 and saved_epoch(best_path(out)) == state["best_epoch"]
+
+    calls: list[int] = []
+    result = train(tiny_dataset(), settings, out, on_epoch_end=lambda e, _: calls.append(e))
+    assert calls == [3, 4, 5] and result.resumed_from == 2
+    assert result.history["val_loss"] == pytest.approx(reference.history["val_loss"], rel=1e-5)
+    assert (result.best_epoch, result.stopped_early) == (reference.best_epoch, reference.stopped_early)
+    assert saved_epoch(out / "model.keras") == saved_epoch(best_path(out)) == result.best_epoch
+
+
+def test_a_best_model_from_an_abandoned_epoch_is_replaced_on_resume(tmp_path: Path) -> None:
+    """best.keras not holding the state's best epoch (crash between the two writes): re-derived."""
+    import shutil
+
+    settings = TINY.model_copy(update={"lr_schedule": "constant"})
+    first = train(tiny_dataset(), settings, tmp_path)
+    wrong = 2 if first.best_epoch == 1 else 1
+    shutil.copyfile(tmp_path / "checkpoints" / f"model_at_epoch_{wrong}.keras", best_path(tmp_path))
+    (tmp_path / "model.keras").unlink()  # as if the crash came before the final copy
+    result = train(tiny_dataset(), settings, tmp_path)
+    assert result.epochs_this_call == 0 and result.best_epoch == first.best_epoch
+    assert saved_epoch(tmp_path / "model.keras") == saved_epoch(best_path(tmp_path)) == first.best_epoch
+
+
+def test_run_name_ignores_resumable_settings_only() -> None:
+    fingerprint = "ab" * 32
+    name = run_name(fingerprint, TINY)
+    assert name.startswith(fingerprint[:12] + "-") and len(name) == 12 + 1 + 8
+    for field in RESUMABLE_CHANGES:
+        changed = TINY.model_copy(update={field: getattr(TINY, field) + 1})
+        assert run_name(fingerprint, changed) == name, field
+    assert run_name(fingerprint, TINY.model_copy(update={"lstm_units": 9})) != name

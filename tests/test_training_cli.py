@@ -49,21 +49,39 @@ TINY_FLAGS = [
 
 @pytest.mark.slow
 def test_train_then_predict_from_the_champion(tmp_path: Path) -> None:
+    from perfspec.dataset import build_dataset
+    from perfspec.settings import DatasetSettings, TrainSettings
+    from perfspec.training import run_name
+
     data_dir = tmp_path / "data"
     actions = _tiny_actions(tmp_path / "actions.txt")
-    out = tmp_path / "run"
-    done = _perfspec(["train", str(actions), "--out", str(out), *TINY_FLAGS], data_dir)
+    done = _perfspec(["train", str(actions), *TINY_FLAGS], data_dir)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "n-gram" in done.stdout and "PROMOTED to @champion" in done.stdout
+    # default run dir: the same name the pipeline uses, so each resumes the other's runs
+    fingerprint = build_dataset(actions, DatasetSettings(window=4)).fingerprint
+    train = TrainSettings(epochs=2, lstm_units=8, embedding_dim=4, batch_size=32)
+    out = data_dir / "runs" / run_name(fingerprint, train)
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"lstm", "ngram", "most_frequent"} <= set(metrics["test"])
     assert (data_dir / "mlflow" / "mlflow.db").is_file()
     assert any((data_dir / "datasets").iterdir())
+    run_line = next(line for line in done.stdout.splitlines() if line.startswith("mlflow run:"))
+    registered = next(line for line in done.stdout.splitlines() if line.startswith("registered:"))
 
-    # the same command again: nothing retrained, a new MLflow run, the champion kept (same score)
-    again = _perfspec(["train", str(actions), "--out", str(out), *TINY_FLAGS], data_dir)
+    # the same command again: nothing retrained, no new MLflow run, no new registry version
+    again = _perfspec(["train", str(actions), *TINY_FLAGS], data_dir)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "not promoted" in again.stdout and "epoch 1:" not in again.stderr
+    assert "epoch 1:" not in again.stderr
+    assert run_line in again.stdout.splitlines() and registered in again.stdout.splitlines()
+    assert "v1 ->" in registered
+
+    # other model settings: a new run dir, not an error about the old one
+    wider = _perfspec(
+        ["train", str(actions), *TINY_FLAGS[:-2], "--batch-size", "16", "--no-mlflow"], data_dir
+    )
+    assert wider.returncode == 0, wider.stderr[-3000:]
+    assert len(list((data_dir / "runs").iterdir())) == 2
 
     predicted = _perfspec(["predict", "--top", "2", "--json", "create_ns", "create_sa"], data_dir)
     assert predicted.returncode == 0, predicted.stderr[-3000:]

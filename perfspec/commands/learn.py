@@ -27,7 +27,8 @@ def train_command(
         typer.Option(
             "--out",
             help="Run directory (model, metrics, plots). Re-running on it resumes. "
-            "Default: <data_dir>/runs/<actions-name>-<fingerprint12>.",
+            "Default: <data_dir>/runs/<dataset-fingerprint12>-<model-settings-hash8> "
+            "(the pipeline's name too, so each resumes the other's runs).",
         ),
     ] = None,
     epochs: Annotated[
@@ -88,17 +89,11 @@ def train_command(
         seed=seed,
     )
     console = Console(stderr=True)
-    if out is None:
-        from perfspec.dataset import build_dataset
-
-        fingerprint = build_dataset(actions, settings.dataset).fingerprint
-        out = settings.paths.runs_dir / f"{actions.stem}-{fingerprint[:12]}"
-
     outcome = _run_with_progress(actions, out, settings, not no_mlflow, console)
     _print_outcome(outcome, Console())
 
 
-def _run_with_progress(actions: Path, out: Path, settings, use_mlflow: bool, console):
+def _run_with_progress(actions: Path, out: Path | None, settings, use_mlflow: bool, console):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from perfspec.workflow import train_from_actions
