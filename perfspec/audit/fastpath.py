@@ -146,12 +146,17 @@ _PLUS = ord("+")
 _SCRATCH: list[np.ndarray] = []
 
 
-def _scratch(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _scratch(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Work arrays reused from block to block (fresh 4 MB temporaries cost more in page faults)."""
     if not _SCRATCH or len(_SCRATCH[0]) < n:
         size = n + (1 << 20)  # blocks are ~4 MiB (sources.BLOCK_BYTES) plus a partial line
-        _SCRATCH[:] = [np.empty(size, np.uint8), np.empty(size, bool), np.empty(size, bool)]
-    return _SCRATCH[0][:n], _SCRATCH[1][:n], _SCRATCH[2][:n]
+        _SCRATCH[:] = [np.empty(size, np.uint8), np.empty(size, bool)]
+    return _SCRATCH[0][:n], _SCRATCH[1][:n]
+
+
+def release_scratch() -> None:
+    """Free the work arrays (end of pass 1: they would only add to pass 2's peak memory)."""
+    _SCRATCH.clear()
 
 
 def may_hold_huge_number(data: bytes) -> bool:
@@ -167,19 +172,17 @@ def may_hold_huge_number(data: bytes) -> bool:
     if n < 5:  # "1e309" is the shortest
         return False
     d = np.frombuffer(data, dtype=np.uint8)
-    scratch, digit, is_e = _scratch(n)
+    scratch, digit = _scratch(n)
     np.less(np.subtract(d, 48, out=scratch), 10, out=digit)  # uint8 wraps: only "0".."9" are below 10
     full = np.flatnonzero(digit[: n // 8 * 8].view(np.uint64) == _ALL_DIGITS)
     if len(full) >= 24 and (full[23:] - full[:-23] == 23).any():
         return True
-    np.equal(np.bitwise_or(d, 32, out=scratch), ord("e"), out=is_e)
-    candidates = scratch.view(bool)[1:-1]
-    np.logical_and(is_e[1:-1], digit[:-2], out=candidates)
-    np.logical_and(candidates, digit[2:], out=candidates)
-    exponents = np.flatnonzero(candidates) + 1  # 1e4..
+    is_e = scratch.view(bool)
+    np.equal(np.bitwise_or(d, 32, out=scratch), ord("e"), out=is_e)  # in place, element by element
+    exponents = np.flatnonzero(np.logical_and(is_e[1:-1], digit[:-2], out=is_e[1:-1]) & digit[2:]) + 1
     plus = np.flatnonzero(d[2:-1] == _PLUS) + 2  # 1e+4..: "+" is rare, check its neighbours
     if len(plus):
-        plus = plus[is_e[plus - 1] & digit[plus - 2] & digit[plus + 1]]
+        plus = plus[((d[plus - 1] | 32) == ord("e")) & digit[plus - 2] & digit[plus + 1]]
         exponents = np.concatenate([exponents, plus - 1])
     if len(exponents) == 0:
         return False

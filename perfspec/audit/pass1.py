@@ -21,7 +21,14 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from perfspec.audit.fastpath import EVENT_DECODER, Event, event_columns, event_row_of, may_hold_huge_number
+from perfspec.audit.fastpath import (
+    EVENT_DECODER,
+    Event,
+    event_columns,
+    event_row_of,
+    may_hold_huge_number,
+    release_scratch,
+)
 from perfspec.audit.readers import (
     BadDocument,
     NotAnEvent,
@@ -194,7 +201,8 @@ class Collector:
             line_no, lines = block  # type: ignore[misc]
             data = b"\n".join(lines)
             fast = not may_hold_huge_number(data)
-            utf8 = fast and (data.isascii() or _is_utf8(data))
+            utf8 = fast and (data.isascii() or all(map(_is_utf8, lines)))  # decoding per line: less memory
+            del data
             if utf8:
                 try:
                     events = list(map(decode, lines))
@@ -207,7 +215,6 @@ class Collector:
                     if len(self.rows) >= self.settings.batch_rows:
                         self._flush(file)
                     continue
-            del data
             rows_append = self.rows.append
             lines_append = self.lines.append
             line_no -= 1
@@ -356,6 +363,7 @@ class Collector:
 
     def close(self) -> PartResult:
         """Finish the part file; what pass 2 needs to know about it."""
+        release_scratch()
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -375,6 +383,8 @@ class Collector:
 
 def _is_utf8(data: bytes) -> bool:
     """Valid UTF-8 (orjson accepts exactly that; msgspec does not check skipped strings)."""
+    if data.isascii():
+        return True
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
