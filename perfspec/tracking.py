@@ -31,7 +31,9 @@ import numpy as np
 from perfspec.dataset import Dataset
 from perfspec.errors import EnvironmentProblem, InputError
 from perfspec.fileio import sha256_files, write_json_atomic
+from perfspec.predict import BUNDLE_NAME, export_bundle
 from perfspec.settings import Settings
+from perfspec.vocab import Vocabulary
 
 MODEL_ARTIFACT = "model"
 TAG_FINGERPRINT = "dataset_fingerprint"
@@ -93,20 +95,24 @@ def configure(settings: Settings) -> str:
 
 
 class _KerasFlavor:
-    """``mlflow.keras`` whose ``save_model`` first creates its directory.
+    """``mlflow.keras`` whose ``save_model`` first creates its directory and adds ``predictor.npz``.
 
     Why: in MLflow 3.17 ``mlflow.keras.save_model`` writes ``input_example.json`` before it creates the
     model directory, so ``mlflow.keras.log_model(..., input_example=...)`` fails with FileNotFoundError.
+    With ``perfspec_vocab`` the TensorFlow-free inference bundle (``perfspec.predict``) is written next
+    to ``MLmodel``, so ``Predictor.load("models:/...")`` downloads only that file.
     """
 
     @staticmethod
-    def save_model(path: str, **kwargs: Any) -> None:
+    def save_model(path: str, perfspec_vocab: Vocabulary | None = None, **kwargs: Any) -> None:
         import os
 
         import mlflow.keras
 
         os.makedirs(path, exist_ok=True)
         mlflow.keras.save_model(path=path, **kwargs)
+        if perfspec_vocab is not None:
+            export_bundle(kwargs["model"], perfspec_vocab, Path(path) / BUNDLE_NAME)
 
 
 def pip_requirements() -> list[str]:
@@ -264,6 +270,7 @@ def _log_contents(run: Any, dataset: Dataset, run_dir: Path, metrics: dict, sett
             signature=signature,
             input_example=example,
             pip_requirements=pip_requirements(),
+            perfspec_vocab=dataset.vocab,
             metadata={
                 "vocab": dataset.vocab.to_json(),
                 "window": dataset.window,

@@ -28,7 +28,9 @@ import numpy as np
 from perfspec.dataset import Dataset
 from perfspec.errors import InputError
 from perfspec.fileio import atomic_path, write_json_atomic
+from perfspec.predict import BUNDLE_NAME, export_bundle
 from perfspec.settings import TrainSettings
+from perfspec.vocab import Vocabulary
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -113,7 +115,8 @@ def train(
 
     Writes ``checkpoints/model_at_epoch_N.keras`` every ``checkpoint_every`` epochs,
     ``checkpoints/best.keras``, ``train_state.json``, and at the end ``model.keras`` (the epoch with the
-    lowest validation loss), ``vocab.json`` and ``history.json``.
+    lowest validation loss), ``vocab.json``, ``predictor.npz`` (its TensorFlow-free inference bundle, see
+    ``perfspec.predict``) and ``history.json``.
     """
     import keras
     import tensorflow as tf
@@ -147,6 +150,8 @@ def train(
             stopped_early = wait >= settings.patience
             model_file = out_dir / "model.keras"
             if (stopped_early or start >= settings.epochs) and model_file.is_file():
+                if not (out_dir / BUNDLE_NAME).is_file():  # finished by older code: add the bundle
+                    _write_bundle(out_dir, dataset.vocab)
                 return _result(out_dir, history, best_epoch, best_val_loss, start, start, stopped_early)
             model = keras.models.load_model(ckpt)
     from perfspec.model import build_model
@@ -200,8 +205,12 @@ def train(
         if on_epoch_end is not None:
             on_epoch_end(epoch, logs)
 
+    # the bundle of the previous model.keras must never sit beside a new one (a crash in between would
+    # pair them): remove it first, write it again from the new model.keras after
+    (out_dir / BUNDLE_NAME).unlink(missing_ok=True)
     _copy_atomic(best_path(out_dir), out_dir / "model.keras")
     dataset.vocab.save(out_dir / "vocab.json")
+    _write_bundle(out_dir, dataset.vocab)
     write_json_atomic(
         out_dir / "history.json", {"epochs": len(history["loss"]), "best_epoch": best_epoch, **history}
     )
@@ -283,6 +292,14 @@ def _restore_best(
         source = checkpoint_path(out_dir, start)
     _copy_atomic(source, best)
     return best_epoch, best_val
+
+
+def _write_bundle(out_dir: Path, vocab: Vocabulary) -> None:
+    """``predictor.npz`` of ``model.keras`` (none if the NumPy path cannot run this architecture)."""
+    import keras
+
+    model = keras.models.load_model(out_dir / "model.keras", compile=False)
+    export_bundle(model, vocab, out_dir / BUNDLE_NAME)
 
 
 def _copy_atomic(source: Path, target: Path) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from perfspec.dataset import dataset_from_actions
 from perfspec.errors import InputError
 from perfspec.model import build_model
-from perfspec.predict import Predictor
+from perfspec.predict import BUNDLE_NAME, BundleError, Predictor, export_bundle, read_bundle
 from perfspec.settings import DatasetSettings, TrainSettings
 from perfspec.vocab import Vocabulary
 
@@ -146,3 +147,136 @@ def test_dataset_vocab_round_trips_through_the_predictor(tmp_path: Path) -> None
     ids, unknown, _, _ = predictor.encode(dataset.vocab.decode(x[0]))
     np.testing.assert_array_equal(ids, x[0])
     assert unknown == []
+
+
+# --- the exported bundle (predictor.npz): TensorFlow-free loading ---------------------------------
+def _with_bundle(tmp_path: Path, layers: int = 1) -> Path:
+    import keras
+
+    run_dir = _saved_model(tmp_path, layers=layers)
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    assert export_bundle(model, Vocabulary.load(run_dir / "vocab.json"), run_dir / BUNDLE_NAME) is not None
+    return run_dir
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_bundle_answers_like_the_keras_model(tmp_path: Path, layers: int) -> None:
+    run_dir = _with_bundle(tmp_path, layers)
+    bundled = Predictor.load(run_dir)
+    keras_path = Predictor.load(run_dir, use_bundle=False)
+    assert (bundled.backend, keras_path.backend) == ("bundle", "numpy")
+    assert bundled.window == 6 and bundled.vocab == keras_path.vocab
+    ids = np.random.default_rng(0).integers(0, 23, size=(64, 6)).astype("int32")
+    expected = keras_path.model.predict(ids, verbose=0)
+    np.testing.assert_allclose(bundled.probabilities_batch(ids), expected, atol=2e-6, rtol=1e-4)
+    # same folded weights, same arithmetic: the bundle and the in-memory NumPy path agree exactly
+    np.testing.assert_array_equal(bundled.probabilities_batch(ids), keras_path.probabilities_batch(ids))
+    actions = ["create_r1", "create_r2", "create_r7"]
+    assert bundled.top_k(actions, 5) == keras_path.top_k(actions, 5)
+
+
+def test_bundle_bytes_are_deterministic_and_hold_no_pickle(tmp_path: Path) -> None:
+    import keras
+
+    (tmp_path / "a").mkdir()
+    run_dir = _with_bundle(tmp_path / "a")
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    again = export_bundle(model, Vocabulary.load(run_dir / "vocab.json"), tmp_path / "b" / BUNDLE_NAME)
+    assert again is not None and again.read_bytes() == (run_dir / BUNDLE_NAME).read_bytes()
+    with zipfile.ZipFile(again) as archive:
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        assert "table.npy" in archive.namelist() and "vocab_tokens.npy" in archive.namelist()
+    with np.load(again, allow_pickle=False) as data:  # plain arrays only
+        assert data["table"].dtype == np.float32
+    assert not list((tmp_path / "b").glob(".*"))  # atomic write: no temp file left
+
+
+def test_bundle_alone_is_enough_and_the_keras_model_is_loaded_only_on_demand(tmp_path: Path) -> None:
+    run_dir = _with_bundle(tmp_path)
+    alone = tmp_path / "runtime"
+    alone.mkdir()
+    (run_dir / BUNDLE_NAME).rename(alone / BUNDLE_NAME)
+    predictor = Predictor.load(alone / BUNDLE_NAME)
+    assert predictor.backend == "bundle" and len(predictor.top_k(["create_r1"], 3)) == 3
+    with pytest.raises(InputError, match="alone"):
+        _ = predictor.model
+    (alone / BUNDLE_NAME).rename(run_dir / BUNDLE_NAME)
+    beside = Predictor.load(run_dir / "model.keras")
+    assert beside.backend == "bundle" and beside.model.input_shape[-1] == 6  # lazily from model.keras
+
+
+def test_an_unusable_bundle_falls_back_to_the_keras_model(tmp_path: Path) -> None:
+    run_dir = _with_bundle(tmp_path)
+    (run_dir / BUNDLE_NAME).write_bytes(b"not a zip")
+    with pytest.warns(UserWarning, match="not used"):
+        predictor = Predictor.load(run_dir)
+    assert predictor.backend == "numpy"
+    (run_dir / "model.keras").unlink()  # nothing to fall back on
+    with pytest.raises(InputError, match="cannot use"):
+        Predictor.load(run_dir)
+
+
+def test_a_bundle_of_a_newer_format_is_not_misread(tmp_path: Path) -> None:
+    run_dir = _with_bundle(tmp_path)
+    with np.load(run_dir / BUNDLE_NAME) as data:
+        arrays = {name: data[name] for name in data.files}
+    meta = json.loads(str(arrays["meta"][0]))
+    arrays["meta"] = np.array([json.dumps({**meta, "version": meta["version"] + 1})])
+    np.savez(run_dir / BUNDLE_NAME, **arrays)
+    with pytest.raises(BundleError, match="version"):
+        read_bundle(run_dir / BUNDLE_NAME)
+    with pytest.warns(UserWarning, match="not used"):
+        assert Predictor.load(run_dir).backend == "numpy"
+
+
+def test_an_architecture_the_numpy_path_cannot_run_gets_no_bundle(tmp_path: Path) -> None:
+    import keras
+
+    inputs = keras.Input(shape=(6,), dtype="int32")
+    hidden = keras.layers.Embedding(23, 5)(inputs)
+    hidden = keras.layers.GRU(7)(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(23, activation="softmax")(hidden))
+    model.save(tmp_path / "model.keras")
+    _vocab(23).save(tmp_path / "vocab.json")
+    (tmp_path / BUNDLE_NAME).write_bytes(b"stale")
+    assert export_bundle(model, _vocab(23), tmp_path / BUNDLE_NAME) is None
+    assert not (tmp_path / BUNDLE_NAME).exists()  # no stale bundle beside a model it does not describe
+    predictor = Predictor.load(tmp_path)
+    assert predictor.backend == "tf.function"
+    ids = np.random.default_rng(0).integers(0, 23, size=(8, 6)).astype("int32")
+    np.testing.assert_allclose(predictor.probabilities_batch(ids), model.predict(ids, verbose=0), atol=1e-6)
+
+
+_NO_TF_CHECK = "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]; assert not heavy, heavy"
+
+
+def test_loading_a_bundle_never_imports_tensorflow_or_keras(tmp_path: Path) -> None:
+    run_dir = _with_bundle(tmp_path)
+    script = (
+        "import sys\n"
+        "from perfspec.predict import Predictor\n"
+        f"p = Predictor.load({str(run_dir)!r})\n"
+        "print(p.backend, p.top_k(['create_r1', 'create_r2'], 3))\n"
+        f"{_NO_TF_CHECK}\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("bundle ")
+
+
+def test_cli_predict_with_a_bundle_never_imports_tensorflow(tmp_path: Path) -> None:
+    run_dir = _with_bundle(tmp_path)
+    argv = ["perfspec", "predict", "--model", str(run_dir), "--top", "3", "--json", "create_r1"]
+    script = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('heavy:', [m for m in ('tensorflow', 'keras') if m in sys.modules],"
+        " file=sys.stderr))\n"
+        f"sys.argv = {argv!r}\n"
+        "from perfspec.cli import main\n"
+        "main()\n"
+    )
+    env = {**os.environ, "PERFSPEC_PATHS__DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "heavy: []" in done.stderr
+    assert len(json.loads(done.stdout)["predictions"]) == 3

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 
 from perfspec.dataset import dataset_from_actions
 from perfspec.evaluation import evaluate
-from perfspec.predict import Predictor
+from perfspec.predict import BUNDLE_NAME, Predictor
 from perfspec.settings import DatasetSettings, Settings, TrainSettings
 from perfspec.tracking import (
     RUN_RECORD,
@@ -132,6 +134,47 @@ def test_champion_rule(settings: Settings, first_run) -> None:
     assert str(client.get_model_version_by_alias("perfspec", "champion").version) == promoted.version
     assert client.get_run(run_id).data.tags["champion_decision"] == "promoted"
     assert client.get_model_version("perfspec", promoted.version).tags["champion_decision"] == "promoted"
+
+
+def test_the_logged_model_carries_the_bundle_and_only_it_is_downloaded(
+    settings: Settings, first_run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    dataset, _run_dir, metrics, run_id = first_run
+    register_and_promote(settings, run_id, metrics)  # makes sure @champion exists (idempotent)
+    model_uri = mlflow.MlflowClient(settings.mlflow_tracking_uri).get_run(run_id).data.tags[TAG_MODEL_URI]
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    downloaded: list[str] = []
+    real = LocalArtifactRepository._download_file
+
+    def recording(self, remote_file_path, local_path):
+        downloaded.append(Path(remote_file_path).name)
+        return real(self, remote_file_path, local_path)
+
+    monkeypatch.setattr(LocalArtifactRepository, "_download_file", recording)
+    x, _ = dataset.windows("test")
+    for uri in (model_uri, "models:/perfspec@champion"):
+        downloaded.clear()
+        bundled = Predictor.load(uri, tracking_uri=settings.mlflow_tracking_uri)
+        assert bundled.backend == "bundle" and bundled.vocab == dataset.vocab
+        assert downloaded == [BUNDLE_NAME]  # not the Keras file, not MLmodel
+        from_keras = Predictor.load(uri, tracking_uri=settings.mlflow_tracking_uri, use_bundle=False)
+        assert from_keras.backend == "numpy"
+        np.testing.assert_array_equal(bundled.probabilities_batch(x), from_keras.probabilities_batch(x))
+
+    script = (
+        "import sys\n"
+        "from perfspec.predict import Predictor\n"
+        f"p = Predictor.load('models:/perfspec@champion', tracking_uri={settings.mlflow_tracking_uri!r})\n"
+        "print(p.backend, p.top_k(['create_ns', 'create_sa'], 2))\n"
+        "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("bundle ")
 
 
 def test_a_second_train_on_a_finished_run_dir_logs_and_registers_nothing_new(

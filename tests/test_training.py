@@ -14,6 +14,7 @@ import pytest
 
 from perfspec.dataset import Dataset, dataset_from_actions
 from perfspec.errors import InputError
+from perfspec.predict import BUNDLE_NAME, Predictor
 from perfspec.settings import DatasetSettings, TrainSettings
 from perfspec.training import RESUMABLE_CHANGES, best_path, read_state, run_name, saved_epoch, train
 
@@ -43,7 +44,7 @@ def test_train_writes_model_history_and_checkpoints(tmp_path: Path) -> None:
     result = train(tiny_dataset(), TINY, tmp_path, on_epoch_end=lambda e, logs: seen.append((e, logs)))
     assert [e for e, _ in seen] == [1, 2]
     assert all(set(logs) == {"loss", "accuracy", "val_loss", "val_accuracy"} for _, logs in seen)
-    for name in ("model.keras", "vocab.json", "history.json", "train_state.json"):
+    for name in ("model.keras", "vocab.json", "history.json", "train_state.json", BUNDLE_NAME):
         assert (tmp_path / name).is_file(), name
     assert [p.name for p in result.checkpoints] == ["model_at_epoch_1.keras", "model_at_epoch_2.keras"]
     history = json.loads((tmp_path / "history.json").read_text())
@@ -60,12 +61,32 @@ def test_finished_training_is_not_redone(tmp_path: Path) -> None:
     assert calls == [] and again.epochs_this_call == 0 and again.epochs_done == 2
 
 
+def test_the_bundle_matches_the_kept_model_and_an_older_run_dir_gets_one(tmp_path: Path) -> None:
+    train(tiny_dataset(), TINY, tmp_path)
+    written = (tmp_path / BUNDLE_NAME).read_bytes()
+    bundled, from_keras = Predictor.load(tmp_path), Predictor.load(tmp_path, use_bundle=False)
+    assert bundled.backend == "bundle" and bundled.vocab == tiny_dataset().vocab
+    x, _ = tiny_dataset().windows("test")
+    np.testing.assert_allclose(
+        bundled.probabilities_batch(x), from_keras.model.predict(x, verbose=0), atol=2e-6, rtol=1e-4
+    )
+    (tmp_path / BUNDLE_NAME).unlink()  # a run dir finished before bundles existed
+    again = train(tiny_dataset(), TINY, tmp_path)
+    assert again.epochs_this_call == 0 and (tmp_path / BUNDLE_NAME).read_bytes() == written
+
+
 def test_more_epochs_continue_a_finished_training(tmp_path: Path) -> None:
     train(tiny_dataset(), TINY.model_copy(update={"lr_schedule": "constant"}), tmp_path)
     calls: list[int] = []
     longer = TINY.model_copy(update={"lr_schedule": "constant", "epochs": 3})
     result = train(tiny_dataset(), longer, tmp_path, on_epoch_end=lambda e, _: calls.append(e))
     assert calls == [3] and result.resumed_from == 2 and len(result.history["loss"]) == 3
+    # the bundle describes the new model.keras, not the one of the first call
+    x, _ = tiny_dataset().windows("test")
+    np.testing.assert_array_equal(
+        Predictor.load(tmp_path).probabilities_batch(x),
+        Predictor.load(tmp_path, use_bundle=False).probabilities_batch(x),
+    )
 
 
 def test_other_settings_in_the_same_out_dir_are_refused(tmp_path: Path) -> None:

@@ -60,8 +60,9 @@ def train_command(
 ) -> None:
     """Train the next-action LSTM on ACTIONS, compare it with baselines, log it to MLflow.
 
-    Writes model.keras, vocab.json, history.json, metrics.json, per_action.csv and plots/ into --out,
-    registers the model as `perfspec` and moves @champion if it beats the current champion.
+    Writes model.keras, predictor.npz (TensorFlow-free inference bundle), vocab.json, history.json,
+    metrics.json, per_action.csv and plots/ into --out, registers the model as `perfspec` and moves
+    @champion if it beats the current champion.
     """
     from rich.console import Console
 
@@ -167,7 +168,9 @@ def predict_command(
     model: Annotated[
         str,
         typer.Option(
-            "--model", help="Run dir, model.keras file, or MLflow URI such as models:/perfspec@champion."
+            "--model",
+            help="Run dir, model.keras or predictor.npz file, or MLflow URI such as "
+            "models:/perfspec@champion (with a predictor.npz there, TensorFlow is never loaded).",
         ),
     ] = DEFAULT_MODEL,
     top: Annotated[int, typer.Option("--top", min=1, help="How many next actions to print.")] = 5,
@@ -177,6 +180,7 @@ def predict_command(
 
     Unknown actions are mapped to <unk> and reported; if none is known the command fails (exit 2).
     """
+    # light imports only: with a predictor.npz nothing on this path imports TensorFlow or Keras
     from perfspec.predict import Predictor, describe
     from perfspec.settings import get_settings
 
