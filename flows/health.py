@@ -25,7 +25,9 @@ def healthcheck(data_dir: Path | None = None, experiment: str = "perfspec-health
 
     import mlflow
 
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    from perfspec.mlflow_store import use_store
+
+    use_store(settings.mlflow_tracking_uri)
     exists = mlflow.get_experiment_by_name(experiment)
     experiment_id = exists.experiment_id if exists else mlflow.create_experiment(experiment)
     with mlflow.start_run(experiment_id=experiment_id, run_name="healthcheck") as run:

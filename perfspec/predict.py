@@ -37,6 +37,7 @@ import numpy as np
 
 from perfspec.errors import EnvironmentProblem, InputError
 from perfspec.fileio import atomic_path
+from perfspec.mlflow_store import use_store
 from perfspec.vocab import UNK, Vocabulary
 
 MODEL_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
@@ -190,7 +191,7 @@ class Predictor:
         from mlflow.exceptions import MlflowException
 
         if tracking_uri:
-            mlflow.set_tracking_uri(tracking_uri)
+            use_store(tracking_uri)  # runs and registry alike: models:/ resolves in the same store
         with tempfile.TemporaryDirectory(prefix="perfspec-model-") as tmp:
             if use_bundle:  # only the bundle: no Keras file, no TensorFlow
                 try:

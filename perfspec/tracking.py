@@ -31,6 +31,7 @@ import numpy as np
 from perfspec.dataset import Dataset
 from perfspec.errors import EnvironmentProblem, InputError
 from perfspec.fileio import sha256_files, write_json_atomic
+from perfspec.mlflow_store import use_store
 from perfspec.predict import BUNDLE_NAME, export_bundle
 from perfspec.settings import Settings
 from perfspec.vocab import Vocabulary
@@ -74,8 +75,7 @@ def configure(settings: Settings) -> str:
     uri = settings.mlflow_tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    use_store(uri)
     client = MlflowClient(uri)
     name = settings.mlflow.experiment
     try:
