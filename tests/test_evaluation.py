@@ -14,27 +14,15 @@ from perfspec.errors import InputError
 from perfspec.evaluation import evaluate
 from perfspec.settings import DatasetSettings, TrainSettings
 from perfspec.training import train
+from tests.synthetic import chain_actions
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _actions(n: int = 600) -> list[str]:
-    chains = [
-        ["create_ns", "create_sa", "create_pods", "patch_pods"],
-        ["delete_pods", "delete_sa"],
-        ["update_cm"],
-    ]
-    rng = np.random.default_rng(0)
-    out: list[str] = []
-    while len(out) < n:
-        out.extend(chains[int(rng.integers(0, len(chains)))])
-    return out[:n]
 
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory: pytest.TempPathFactory):
     run_dir = tmp_path_factory.mktemp("run")
-    dataset = dataset_from_actions(_actions(), DatasetSettings(window=4))
+    dataset = dataset_from_actions(chain_actions(), DatasetSettings(window=4))
     settings = TrainSettings(
         embedding_dim=8, lstm_units=16, epochs=6, batch_size=32, learning_rate=0.02, seed=1
     )
@@ -100,13 +88,13 @@ def test_tables_and_plots_are_written(evaluated) -> None:
 
 
 def test_evaluate_without_a_model_is_an_input_error(tmp_path: Path) -> None:
-    dataset = dataset_from_actions(_actions(), DatasetSettings(window=4))
+    dataset = dataset_from_actions(chain_actions(), DatasetSettings(window=4))
     with pytest.raises(InputError, match="no trained model"):
         evaluate(dataset, tmp_path)
 
 
 def test_evaluate_refuses_a_model_of_another_dataset(evaluated) -> None:
     _, run_dir, _ = evaluated
-    other = dataset_from_actions(_actions(), DatasetSettings(window=5))
+    other = dataset_from_actions(chain_actions(), DatasetSettings(window=5))
     with pytest.raises(InputError, match="not trained on this dataset"):
         evaluate(other, run_dir)

@@ -22,25 +22,13 @@ from perfspec.tracking import (
     register_and_promote,
 )
 from perfspec.training import train
+from tests.synthetic import chain_actions
 
 TINY = TrainSettings(embedding_dim=4, lstm_units=8, epochs=2, batch_size=32, learning_rate=0.02, seed=2)
 
 
-def _actions(n: int, seed: int) -> list[str]:
-    chains = [
-        ["create_ns", "create_sa", "create_pods", "patch_pods"],
-        ["delete_pods", "delete_sa"],
-        ["update_cm"],
-    ]
-    rng = np.random.default_rng(seed)
-    out: list[str] = []
-    while len(out) < n:
-        out.extend(chains[int(rng.integers(0, len(chains)))])
-    return out[:n]
-
-
 def _trained_run(settings: Settings, name: str, seed: int, actions: list[str] | None = None):
-    dataset = dataset_from_actions(actions or _actions(500, seed), settings.dataset)
+    dataset = dataset_from_actions(actions or chain_actions(500, seed), settings.dataset)
     run_dir = settings.paths.runs_dir / name
     train(dataset, settings.train, run_dir)
     return dataset, run_dir, evaluate(dataset, run_dir)
@@ -249,7 +237,7 @@ def test_other_dataset_is_decided_by_reevaluating_the_champion(settings: Setting
     client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
     champion_version = str(client.get_model_version_by_alias("perfspec", "champion").version)
     other = settings.with_section("dataset", window=5)
-    actions = _actions(500, seed=5)
+    actions = chain_actions(500, seed=5)
     cut = int(len(actions) * 0.9)
     actions = [("update_secret" if a == "update_cm" and i < cut else a) for i, a in enumerate(actions)]
     dataset, run_dir_b, metrics_b = _trained_run(other, "second", seed=5, actions=actions)

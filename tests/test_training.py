@@ -17,26 +17,13 @@ from perfspec.errors import InputError
 from perfspec.predict import BUNDLE_NAME, Predictor
 from perfspec.settings import DatasetSettings, TrainSettings
 from perfspec.training import RESUMABLE_CHANGES, best_path, read_state, run_name, saved_epoch, train
+from tests.synthetic import chain_actions
 
 TINY = TrainSettings(embedding_dim=4, lstm_units=8, epochs=2, batch_size=32, learning_rate=0.01, seed=3)
 
 
-def tiny_actions(n: int = 600, seed: int = 0) -> list[str]:
-    """A noisy protocol: fixed action chains, chosen at random, so there is something to learn."""
-    chains = [
-        ["create_ns", "create_sa", "create_pods", "patch_pods"],
-        ["delete_pods", "delete_sa"],
-        ["update_cm"],
-    ]
-    rng = np.random.default_rng(seed)
-    out: list[str] = []
-    while len(out) < n:
-        out.extend(chains[int(rng.integers(0, len(chains)))])
-    return out[:n]
-
-
 def tiny_dataset() -> Dataset:
-    return dataset_from_actions(tiny_actions(), DatasetSettings(window=4))
+    return dataset_from_actions(chain_actions(), DatasetSettings(window=4))
 
 
 def test_train_writes_model_history_and_checkpoints(tmp_path: Path) -> None:
