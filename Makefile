@@ -7,7 +7,7 @@ export UV_PYTHON_DOWNLOADS := never
 export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export TF_CPP_MIN_LOG_LEVEL := 2
+export TF_CPP_MIN_LOG_LEVEL := 3
 
 .PHONY: setup run test test-fast lint bench clean-data help
 
@@ -22,7 +22,7 @@ $(UV):
 	.tools/bin/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
 
 .venv/.synced: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen
+	$(UV) sync --frozen --quiet
 	@touch $@
 
 setup: .venv/.synced

@@ -79,8 +79,7 @@ def markdown_summary(result: PipelineResult, ui_hint: str | None = None) -> str:
             lines.append(f"| {row['model']} | " + " | ".join(f"{row.get(c, '')}" for c in cols) + " |")
     p = trained.promotion
     reason = p.decision.get("reason") or p.decision.get("message") or ""
-    verdict = "promoted to @champion" if p.promoted else "not promoted (champion kept)"
-    lines += ["", "## Champion decision", f"- {verdict}{': ' + str(reason) if reason else ''}"]
+    lines += ["", "## Champion decision", f"- {p.describe()}{': ' + str(reason) if reason else ''}"]
     for key in ("version", "champion_version", "previous_champion", "model_uri"):
         if p.decision.get(key) not in (None, ""):
             lines.append(f"- {key}: `{p.decision[key]}`")

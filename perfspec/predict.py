@@ -151,6 +151,10 @@ class Predictor:
         an MLflow model URI. ``predictor.npz`` is preferred when present (``use_bundle=False``: never)."""
         text = str(path_or_uri)
         if text.startswith(MODEL_URI_SCHEMES):
+            if tracking_uri is None:  # the project's store (settings / MLFLOW_TRACKING_URI), not MLflow's own
+                from perfspec.settings import get_settings
+
+                tracking_uri = get_settings().mlflow_tracking_uri
             return cls._load_mlflow(text, tracking_uri, use_bundle)
         path = Path(text)
         if path.is_dir():

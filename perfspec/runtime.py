@@ -22,7 +22,7 @@ QUIET_DEFAULTS = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
-    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "TF_CPP_MIN_LOG_LEVEL": "3",  # 2 still prints harmless "E0000 ... NodeDef mentions" lines per epoch
 }
 
 
@@ -54,7 +54,8 @@ class Runtime:
         hints: list[str] = []
         if self.embedded_prefect:
             hints.append(
-                f"Prefect UI:  PREFECT_HOME={self.prefect_home} .venv/bin/prefect server start"
+                f"Prefect UI:  PREFECT_HOME={self.prefect_home} PREFECT_SERVER_ANALYTICS_ENABLED=false "
+                ".venv/bin/prefect server start"
                 "  (then http://127.0.0.1:4200)"
             )
         else:
@@ -65,6 +66,7 @@ class Runtime:
         else:
             hints.append(
                 f"MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+                " --workers 1"
                 "  (then http://127.0.0.1:5000)"
             )
         return hints

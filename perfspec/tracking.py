@@ -18,6 +18,7 @@ registered for a run id and, once decided, returns the decision recorded on that
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import tempfile
@@ -58,9 +59,19 @@ class PromotionDecision:
     champion_version: str | None = None
     champion_top1: float | None = None
     same_dataset: bool | None = None
+    replayed: bool = False  # this run was decided earlier (a re-run or retry): nothing moved now
+    current_champion: str | None = None  # on a replay: the version @champion points at today
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def describe(self) -> str:
+        """One line for people; a replay says so instead of announcing an old promotion as news."""
+        verdict = "promoted to @champion" if self.promoted else "not promoted (champion kept)"
+        if not self.replayed:
+            return f"v{self.version} {verdict}"
+        now = f"@champion is v{self.current_champion}" if self.current_champion else "no @champion now"
+        return f"v{self.version} was {verdict} when first logged (nothing changed now; {now})"
 
 
 def configure(settings: Settings) -> str:
@@ -317,7 +328,11 @@ def register_and_promote(
     if existing is not None and TAG_DECISION_RECORD in existing.tags:
         recorded = PromotionDecision(**json.loads(existing.tags[TAG_DECISION_RECORD]))
         _note_in_run_dir(run_dir, recorded)
-        return recorded
+        try:
+            current = client.get_model_version_by_alias(name, settings.mlflow.champion_alias).version
+        except MlflowException:
+            current = None
+        return dataclasses.replace(recorded, replayed=True, current_champion=current)
     if existing is not None:  # registered, but the attempt that did it failed before deciding
         version = existing.version
     else:
@@ -403,7 +418,10 @@ def _reevaluate(settings: Settings, champion_version: str, run_id: str) -> float
         with tempfile.TemporaryDirectory(prefix="perfspec-reeval-") as tmp:
             local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="dataset", dst_path=tmp)
             dataset = Dataset.load(Path(local))
-        predictor = Predictor.load(f"models:/{settings.mlflow.registered_model}/{champion_version}")
+        predictor = Predictor.load(
+            f"models:/{settings.mlflow.registered_model}/{champion_version}",
+            tracking_uri=settings.mlflow_tracking_uri,
+        )
     except (MlflowException, InputError, OSError):
         return None
     windows, targets = names_of_test_windows(dataset, predictor.window)

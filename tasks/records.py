@@ -76,6 +76,12 @@ class PromotionOutput(_Record):
     promoted: bool
     decision: dict[str, Any]
 
+    def describe(self) -> str:
+        """The library's one-line wording (a replayed decision says so)."""
+        from perfspec.tracking import PromotionDecision
+
+        return PromotionDecision(**self.decision).describe()
+
 
 class PreparedData(_Record):
     """What the ``prepare`` flow hands to ``train``."""

@@ -102,7 +102,7 @@ def clean_command(
     if broken:
         first = broken[0]
         raise InputError(
-            f"{first.file}: {first.error}; the {first.kept} events before the break were kept in {out}"
+            f"{first.file}: {first.error}; the {first.kept} event(s) before the break were kept in {out}"
             + (f" ({len(broken) - 1} more incomplete files)" if len(broken) > 1 else ""),
             hint="copy the file again from its source, then re-run clean",
         )

@@ -61,8 +61,8 @@ def train_command(
     """Train the next-action LSTM on ACTIONS, compare it with baselines, log it to MLflow.
 
     Writes model.keras, predictor.npz (TensorFlow-free inference bundle), vocab.json, history.json,
-    metrics.json, per_action.csv and plots/ into --out, registers the model as `perfspec` and moves
-    @champion if it beats the current champion.
+    metrics.json, per_action.csv, confused_pairs.csv and plots/ into --out, registers the model as
+    `perfspec` and moves @champion if it beats the current champion.
     """
     from rich.console import Console
 
@@ -155,10 +155,8 @@ def _print_outcome(outcome, console) -> None:
     if outcome.run_id:
         decision = outcome.decision
         console.print(f"mlflow run: {outcome.run_id}")
-        console.print(
-            f"registered: {decision.registered_model} v{decision.version} -> "
-            f"{'PROMOTED to @champion' if decision.promoted else 'not promoted'} ({decision.reason})"
-        )
+        line = f"registered: {decision.registered_model} {decision.describe()} ({decision.reason})"
+        console.print(line, soft_wrap=True)
 
 
 def predict_command(
@@ -182,10 +180,8 @@ def predict_command(
     """
     # light imports only: with a predictor.npz nothing on this path imports TensorFlow or Keras
     from perfspec.predict import Predictor, describe
-    from perfspec.settings import get_settings
 
-    tracking_uri = get_settings().mlflow_tracking_uri if ":/" in model else None
-    predictor = Predictor.load(model, tracking_uri=tracking_uri)
+    predictor = Predictor.load(model)  # models:/ resolves in the project's store (settings)
     prediction = predictor.predict(actions, top)
     if as_json:
         typer.echo(json.dumps(describe(prediction)))

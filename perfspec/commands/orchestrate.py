@@ -111,8 +111,7 @@ def _print_result(result: PipelineResult, hints: list[str], data_dir: Path) -> N
         for row in rows:
             table.add_row(*(str(v) for v in row.values()))
         console.print(table)
-    verdict = "promoted to @champion" if trained.promotion.promoted else "not promoted (champion kept)"
-    console.print(f"model: {verdict}")
+    console.print(f"model: {trained.promotion.describe()}")
     console.print(f"results:  {data_dir}")
     console.print(f"  dataset  {prepared.dataset.dataset_dir}")
     console.print(f"  run      {trained.train.run_dir}")
