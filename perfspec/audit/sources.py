@@ -125,26 +125,14 @@ class OpenedSource:
             self._head = b""
         if self._pending_error is not None:
             raise self._pending_error
-        read1 = getattr(self._stream, "read1", None) or self._stream.read
         while True:
-            parts: list[bytes] = []
-            size = 0
-            error: BaseException | None = None
-            try:
-                while size < BLOCK_BYTES:
-                    chunk = read1(BLOCK_BYTES)
-                    if not chunk:
-                        break
-                    parts.append(chunk)
-                    size += len(chunk)
-            except STREAM_ERRORS as exc:  # keep what was decompressed before the corruption
-                error = exc
+            block, error = _read_up_to(self._stream, BLOCK_BYTES)
             self._report()
-            if parts:
-                yield b"".join(parts)
+            if block:
+                yield block
             if error is not None:
                 raise error
-            if size == 0:
+            if not block:
                 return
 
     def line_blocks(self, max_line_bytes: int) -> Iterator[tuple[int, list[bytes]] | LineTooLong]:
@@ -328,12 +316,20 @@ def _decompressor(raw: BinaryIO, compression: Compression) -> BinaryIO:
 
 def _read_head(stream: BinaryIO) -> tuple[bytes, BaseException | None]:
     """First ~64 KiB of decompressed content, and the error that stopped it early, if any."""
+    return _read_up_to(stream, SNIFF_BYTES)
+
+
+def _read_up_to(stream: BinaryIO, limit: int) -> tuple[bytes, BaseException | None]:
+    """About ``limit`` bytes (b"" at the end) and the stream error that cut them short, if any.
+
+    What was decompressed before a corruption is returned, not lost, so a truncated file keeps its rows.
+    """
     read1 = getattr(stream, "read1", None) or stream.read
     parts: list[bytes] = []
     size = 0
     try:
-        while size < SNIFF_BYTES:
-            chunk = read1(SNIFF_BYTES)
+        while size < limit:
+            chunk = read1(limit)
             if not chunk:
                 break
             parts.append(chunk)
