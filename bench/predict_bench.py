@@ -7,7 +7,7 @@ of ``perfspec predict --model RUN_DIR --top 5 create_namespaces create_serviceac
 ``python -c`` that loads a ``Predictor`` and answers once, each with the exported bundle
 (``predictor.npz``, no TensorFlow) and without it (the same run dir minus the bundle: Keras); plus the
 in-process ``Predictor.load`` time of both. Training throughput is windows/s of
-``perfspec.training.train`` with the default architecture on the paper corpus. Results go to stdout and
+``perfspec.learn.training.train`` with the default architecture on the paper corpus. Results go to stdout and
 to this benchmark's own section of ``bench/RESULTS.md`` (replaced on each run; other sections are left
 alone).
 """
@@ -64,10 +64,10 @@ def main(argv: list[str] | None = None) -> None:
 
     import tensorflow as tf
 
-    from perfspec.dataset import build_dataset
-    from perfspec.predict import Predictor
+    from perfspec.learn.dataset import build_dataset
+    from perfspec.learn.predict import Predictor
+    from perfspec.learn.training import train
     from perfspec.settings import Settings
-    from perfspec.training import train
 
     settings = Settings()
     dataset = build_dataset(args.actions, settings.dataset)
@@ -138,9 +138,9 @@ def main(argv: list[str] | None = None) -> None:
         ),
         "",
         f"CLI: `perfspec predict --model DIR --top 5 {' '.join(CLI_ACTIONS)}`; python -c: import "
-        "`perfspec.predict`, `Predictor.load(DIR)`, one `top_k`. Both answers are identical with and without "
-        "the bundle (checked on the printed output). In-process load (TensorFlow already imported for the "
-        "Keras row):",
+        "`perfspec.learn.predict`, `Predictor.load(DIR)`, one `top_k`. Both answers are identical with "
+        "and without the bundle (checked on the printed output). In-process load (TensorFlow already "
+        "imported for the Keras row):",
         "",
         "| load | p50 (ms) | max (ms) | calls |",
         "| --- | ---: | ---: | ---: |",
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _bundle_and_keras_dirs(run_dir: Path, tmp: Path) -> tuple[Path, Path]:
     """The run dir with its ``predictor.npz`` (written if missing) and a copy without it."""
-    from perfspec.predict import BUNDLE_NAME, Predictor, export_bundle
+    from perfspec.learn.predict import BUNDLE_NAME, Predictor, export_bundle
 
     keras_only = tmp / "keras-only"
     keras_only.mkdir()
@@ -214,7 +214,7 @@ def _cold_starts(
     cli_command = [str(cli)] if cli.is_file() else [sys.executable, "-m", "perfspec"]
     env = {**os.environ, "PERFSPEC_PATHS__DATA_DIR": str(tmp / "data"), "TF_CPP_MIN_LOG_LEVEL": "2"}
     snippet = (
-        "import sys; from perfspec.predict import Predictor; "
+        "import sys; from perfspec.learn.predict import Predictor; "
         "print(Predictor.load(sys.argv[1]).top_k(sys.argv[2:], 5))"
     )
     kinds = {

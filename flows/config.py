@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 from perfspec.errors import InputError
+from perfspec.learn.training import RESUMABLE_CHANGES, run_name
 from perfspec.settings import Settings, get_settings
-from perfspec.training import RESUMABLE_CHANGES, run_name
 
 __all__ = ["RESUMABLE_CHANGES", "check_sources", "dataset_name", "flow_settings", "run_name"]
 

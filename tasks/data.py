@@ -75,8 +75,8 @@ def build_actions_task(events: str, out_dir: str, settings: ActionsSettings) -> 
 )
 def build_dataset_task(actions_file: str, datasets_dir: str, settings: DatasetSettings) -> DatasetOutput:
     """Actions file -> ``datasets/<fingerprint12>/`` (vocabulary, windows, split)."""
-    from perfspec.dataset import build_dataset
-    from perfspec.workflow import save_dataset
+    from perfspec.learn.dataset import build_dataset
+    from perfspec.learn.experiment import save_dataset
 
     dataset = build_dataset(Path(actions_file), settings)
     directory = save_dataset(dataset, Path(datasets_dir))

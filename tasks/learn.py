@@ -41,8 +41,8 @@ def _progress_callback(total_epochs: int, run_name: str) -> Any:
 @perfspec_task("train-model", timeout_seconds=_cfg.train_timeout_seconds, transient=False)
 def train_model(dataset_dir: str, run_dir: str, settings: TrainSettings) -> TrainOutput:
     """Train the LSTM into ``run_dir``; resumes from the checkpoints a crashed run left there."""
-    from perfspec.dataset import Dataset
-    from perfspec.training import train
+    from perfspec.learn.dataset import Dataset
+    from perfspec.learn.training import train
 
     dataset = Dataset.load(Path(dataset_dir))
     callback = _progress_callback(settings.epochs, Path(run_dir).name)
@@ -63,8 +63,8 @@ def train_model(dataset_dir: str, run_dir: str, settings: TrainSettings) -> Trai
 @perfspec_task("evaluate-model", timeout_seconds=_cfg.task_timeout_seconds, transient=False)
 def evaluate_model(dataset_dir: str, run_dir: str) -> dict[str, Any]:
     """LSTM vs baselines on the test split; writes ``metrics.json`` and plots into ``run_dir``."""
-    from perfspec.dataset import Dataset
-    from perfspec.evaluation import evaluate
+    from perfspec.learn.dataset import Dataset
+    from perfspec.learn.evaluation import evaluate
 
     return evaluate(Dataset.load(Path(dataset_dir)), Path(run_dir))
 
@@ -76,8 +76,8 @@ def log_run_task(settings: Settings, dataset_dir: str, run_dir: str, metrics: di
     Safe to retry and to re-run: the run recorded in ``<run_dir>/mlflow.json`` is returned while it
     still exists and logged this training; a failed attempt deletes its partial run.
     """
-    from perfspec.dataset import Dataset
-    from perfspec.tracking import log_run
+    from perfspec.learn.dataset import Dataset
+    from perfspec.learn.tracking import log_run
 
     return log_run(settings, Dataset.load(Path(dataset_dir)), Path(run_dir), metrics)
 
@@ -90,7 +90,7 @@ def promote_model(
 
     Safe to retry: the version already registered for ``run_id`` is reused (and its decision returned).
     """
-    from perfspec.tracking import register_and_promote
+    from perfspec.learn.tracking import register_and_promote
 
     decision = register_and_promote(settings, run_id, metrics, run_dir=Path(run_dir) if run_dir else None)
     as_dict = _as_dict(decision)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perfspec.baselines import MostFrequent, NGram, choose_ngram, ranks, topk_accuracy
-from perfspec.dataset import build_dataset
+from perfspec.learn.baselines import MostFrequent, NGram, choose_ngram, ranks, topk_accuracy
+from perfspec.learn.dataset import build_dataset
 from perfspec.settings import DatasetSettings
 
 # ids: 1=a 2=b 3=c 4=d ; vocabulary size 5 (0 is <unk>)

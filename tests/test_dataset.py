@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perfspec.dataset import Dataset, build_dataset, dataset_from_actions, load_actions, read_actions
 from perfspec.errors import InputError
+from perfspec.learn.dataset import Dataset, build_dataset, dataset_from_actions, load_actions, read_actions
+from perfspec.learn.vocab import UNK
 from perfspec.settings import DatasetSettings
-from perfspec.vocab import UNK
 
 LETTERS = [f"create_{c}" for c in "abcdefgh"]
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perfspec.dataset import dataset_from_actions
 from perfspec.errors import InputError
-from perfspec.evaluation import evaluate
+from perfspec.learn.dataset import dataset_from_actions
+from perfspec.learn.evaluation import evaluate
+from perfspec.learn.training import train
 from perfspec.settings import DatasetSettings, TrainSettings
-from perfspec.training import train
 from tests.synthetic import chain_actions
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from perfspec.learn.tracking import configure
 from perfspec.settings import Settings
-from perfspec.tracking import configure
 
 
 def test_each_data_dir_gets_its_own_store_and_env_is_untouched(

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perfspec.dataset import dataset_from_actions
 from perfspec.errors import InputError
-from perfspec.model import build_model
-from perfspec.predict import BUNDLE_NAME, BundleError, Predictor, export_bundle, read_bundle
+from perfspec.learn.dataset import dataset_from_actions
+from perfspec.learn.model import build_model
+from perfspec.learn.predict import BUNDLE_NAME, BundleError, Predictor, export_bundle, read_bundle
+from perfspec.learn.vocab import Vocabulary
 from perfspec.settings import DatasetSettings, TrainSettings
-from perfspec.vocab import Vocabulary
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -254,7 +254,7 @@ def test_loading_a_bundle_never_imports_tensorflow_or_keras(tmp_path: Path) -> N
     run_dir = _with_bundle(tmp_path)
     script = (
         "import sys\n"
-        "from perfspec.predict import Predictor\n"
+        "from perfspec.learn.predict import Predictor\n"
         f"p = Predictor.load({str(run_dir)!r})\n"
         "print(p.backend, p.top_k(['create_r1', 'create_r2'], 3))\n"
         f"{_NO_TF_CHECK}\n"

@@ -10,18 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perfspec.dataset import dataset_from_actions
-from perfspec.evaluation import evaluate
-from perfspec.predict import BUNDLE_NAME, Predictor
-from perfspec.settings import DatasetSettings, Settings, TrainSettings
-from perfspec.tracking import (
+from perfspec.learn.dataset import dataset_from_actions
+from perfspec.learn.evaluation import evaluate
+from perfspec.learn.predict import BUNDLE_NAME, Predictor
+from perfspec.learn.tracking import (
     RUN_RECORD,
     TAG_FINGERPRINT,
     TAG_MODEL_URI,
     log_run,
     register_and_promote,
 )
-from perfspec.training import train
+from perfspec.learn.training import train
+from perfspec.settings import DatasetSettings, Settings, TrainSettings
 from tests.synthetic import chain_actions
 
 TINY = TrainSettings(embedding_dim=4, lstm_units=8, epochs=2, batch_size=32, learning_rate=0.02, seed=2)
@@ -154,7 +154,7 @@ def test_the_logged_model_carries_the_bundle_and_only_it_is_downloaded(
 
     script = (
         "import sys\n"
-        "from perfspec.predict import Predictor\n"
+        "from perfspec.learn.predict import Predictor\n"
         f"p = Predictor.load('models:/perfspec@champion', tracking_uri={settings.mlflow_tracking_uri!r})\n"
         "print(p.backend, p.top_k(['create_ns', 'create_sa'], 2))\n"
         "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
@@ -192,7 +192,7 @@ def test_log_run_after_a_failure_leaves_no_failed_run(
 ) -> None:
     import mlflow
 
-    import perfspec.tracking as tracking
+    import perfspec.learn.tracking as tracking
 
     dataset, run_dir, metrics, run_id = first_run
     (run_dir / RUN_RECORD).unlink()  # as if never logged

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perfspec.dataset import Dataset, dataset_from_actions
 from perfspec.errors import InputError
-from perfspec.predict import BUNDLE_NAME, Predictor
+from perfspec.learn.dataset import Dataset, dataset_from_actions
+from perfspec.learn.predict import BUNDLE_NAME, Predictor
+from perfspec.learn.training import RESUMABLE_CHANGES, best_path, read_state, run_name, saved_epoch, train
 from perfspec.settings import DatasetSettings, TrainSettings
-from perfspec.training import RESUMABLE_CHANGES, best_path, read_state, run_name, saved_epoch, train
 from tests.synthetic import chain_actions
 
 TINY = TrainSettings(embedding_dim=4, lstm_units=8, epochs=2, batch_size=32, learning_rate=0.01, seed=3)
@@ -99,7 +99,7 @@ CRASHING_TRAINER = textwrap.dedent(
     import os, signal, sys
     sys.path.insert(0, {tests!r})
     from test_training import tiny_dataset, TINY
-    from perfspec.training import train
+    from perfspec.learn.training import train
 
     def crash(epoch, logs):
         if epoch == 2:

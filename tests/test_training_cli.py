@@ -49,9 +49,9 @@ TINY_FLAGS = [
 
 @pytest.mark.slow
 def test_train_then_predict_from_the_champion(tmp_path: Path) -> None:
-    from perfspec.dataset import build_dataset
+    from perfspec.learn.dataset import build_dataset
+    from perfspec.learn.training import run_name
     from perfspec.settings import DatasetSettings, TrainSettings
-    from perfspec.training import run_name
 
     data_dir = tmp_path / "data"
     actions = _tiny_actions(tmp_path / "actions.txt")
@@ -108,10 +108,10 @@ def test_bad_input_gives_one_line_and_exit_code_2(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_paper_corpus_short_training(shared_data: Path, tmp_path: Path) -> None:
     """A few epochs on the real corpus: the pipeline runs and the LSTM is already far above chance."""
-    from perfspec.dataset import build_dataset
-    from perfspec.evaluation import evaluate
+    from perfspec.learn.dataset import build_dataset
+    from perfspec.learn.evaluation import evaluate
+    from perfspec.learn.training import train
     from perfspec.settings import DatasetSettings, TrainSettings
-    from perfspec.training import train
 
     dataset = build_dataset(
         shared_data / "kubernetes-event-dataset" / "events-dataset.txt", DatasetSettings()

@@ -97,7 +97,7 @@ def train_command(
 def _run_with_progress(actions: Path, out: Path | None, settings, use_mlflow: bool, console):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from perfspec.workflow import train_from_actions
+    from perfspec.learn.experiment import train_from_actions
 
     with Progress(
         TextColumn("[bold]training"),
@@ -179,7 +179,7 @@ def predict_command(
     Unknown actions are mapped to <unk> and reported; if none is known the command fails (exit 2).
     """
     # light imports only: with a predictor.npz nothing on this path imports TensorFlow or Keras
-    from perfspec.predict import Predictor, describe
+    from perfspec.learn.predict import Predictor, describe
 
     predictor = Predictor.load(model)  # models:/ resolves in the project's store (settings)
     prediction = predictor.predict(actions, top)

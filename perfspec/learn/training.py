@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from perfspec.dataset import Dataset
 from perfspec.errors import InputError
 from perfspec.fileio import atomic_path, write_json_atomic
-from perfspec.predict import BUNDLE_NAME, export_bundle
+from perfspec.learn.dataset import Dataset
+from perfspec.learn.predict import BUNDLE_NAME, export_bundle
+from perfspec.learn.vocab import Vocabulary
 from perfspec.settings import TrainSettings
-from perfspec.vocab import Vocabulary
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -116,7 +116,7 @@ def train(
     Writes ``checkpoints/model_at_epoch_N.keras`` every ``checkpoint_every`` epochs,
     ``checkpoints/best.keras``, ``train_state.json``, and at the end ``model.keras`` (the epoch with the
     lowest validation loss), ``vocab.json``, ``predictor.npz`` (its TensorFlow-free inference bundle, see
-    ``perfspec.predict``) and ``history.json``.
+    ``perfspec.learn.predict``) and ``history.json``.
     """
     import keras
     import tensorflow as tf
@@ -154,7 +154,7 @@ def train(
                     _write_bundle(out_dir, dataset.vocab)
                 return _result(out_dir, history, best_epoch, best_val_loss, start, start, stopped_early)
             model = keras.models.load_model(ckpt)
-    from perfspec.model import build_model
+    from perfspec.learn.model import build_model
 
     x, y = dataset.windows("train")
     if model is None:

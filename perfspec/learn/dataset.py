@@ -21,8 +21,8 @@ import numpy as np
 
 from perfspec.errors import InputError
 from perfspec.fileio import atomic_open, write_json_atomic
+from perfspec.learn.vocab import UNK, Vocabulary
 from perfspec.settings import DatasetSettings
-from perfspec.vocab import UNK, Vocabulary
 
 SPLITS = ("train", "val", "test")
 FORMAT_VERSION = 1

@@ -37,8 +37,8 @@ import numpy as np
 
 from perfspec.errors import EnvironmentProblem, InputError
 from perfspec.fileio import atomic_path
+from perfspec.learn.vocab import UNK, Vocabulary
 from perfspec.mlflow_store import use_store
-from perfspec.vocab import UNK, Vocabulary
 
 MODEL_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 BUNDLE_NAME = "predictor.npz"  # beside model.keras in a run dir, and in the MLflow logged model

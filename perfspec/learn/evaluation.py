@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from perfspec.baselines import KS, MostFrequent, choose_ngram, topk_accuracy
-from perfspec.dataset import Dataset
 from perfspec.errors import InputError
 from perfspec.fileio import write_json_atomic, write_text_atomic
+from perfspec.learn.baselines import KS, MostFrequent, choose_ngram, topk_accuracy
+from perfspec.learn.dataset import Dataset
 
 MODELS = ("lstm", "ngram", "most_frequent")
 CURVE_K = 10
@@ -56,7 +56,7 @@ def evaluate(dataset: Dataset, run_dir: Path) -> dict:
     """Score the run's ``model.keras`` and the baselines; write ``metrics.json``, CSVs and ``plots/``."""
     import keras
 
-    from perfspec import plots
+    from perfspec.learn import plots
 
     run_dir = Path(run_dir)
     model_file = run_dir / "model.keras"
@@ -165,7 +165,7 @@ def confused_pairs(dataset: Dataset, scores: np.ndarray, y: np.ndarray) -> list[
 
 
 def _curves(scores: dict[str, np.ndarray], y: np.ndarray) -> dict[str, list[float]]:
-    from perfspec.baselines import topk_hits
+    from perfspec.learn.baselines import topk_hits
 
     return {
         m: [float(topk_hits(s, y, k).mean()) if len(y) else 0.0 for k in range(1, CURVE_K + 1)]

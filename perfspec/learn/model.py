@@ -1,7 +1,7 @@
 """The next-action network: Embedding -> LSTM layer(s) -> softmax over the vocabulary (Keras 3).
 
 Why this shape: it is the paper's model, small enough to train on 2 CPU cores in minutes, and its
-forward pass is simple enough for ``perfspec.predict`` to re-implement in NumPy for sub-ms answers.
+forward pass is simple enough for ``perfspec.learn.predict`` to re-implement in NumPy for sub-ms answers.
 """
 
 from __future__ import annotations

@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from perfspec.dataset import Dataset
 from perfspec.errors import EnvironmentProblem, InputError
 from perfspec.fileio import sha256_files, write_json_atomic
+from perfspec.learn.dataset import Dataset
+from perfspec.learn.predict import BUNDLE_NAME, export_bundle
+from perfspec.learn.vocab import Vocabulary
 from perfspec.mlflow_store import use_store
-from perfspec.predict import BUNDLE_NAME, export_bundle
 from perfspec.settings import Settings
-from perfspec.vocab import Vocabulary
 
 MODEL_ARTIFACT = "model"
 TAG_FINGERPRINT = "dataset_fingerprint"
@@ -110,7 +110,7 @@ class _KerasFlavor:
 
     Why: in MLflow 3.17 ``mlflow.keras.save_model`` writes ``input_example.json`` before it creates the
     model directory, so ``mlflow.keras.log_model(..., input_example=...)`` fails with FileNotFoundError.
-    With ``perfspec_vocab`` the TensorFlow-free inference bundle (``perfspec.predict``) is written next
+    With ``perfspec_vocab`` the TensorFlow-free inference bundle (``perfspec.learn.predict``) is written next
     to ``MLmodel``, so ``Predictor.load("models:/...")`` downloads only that file.
     """
 
@@ -412,7 +412,7 @@ def _reevaluate(settings: Settings, champion_version: str, run_id: str) -> float
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from perfspec.predict import Predictor
+    from perfspec.learn.predict import Predictor
 
     try:
         with tempfile.TemporaryDirectory(prefix="perfspec-reeval-") as tmp:

@@ -2,9 +2,9 @@
 
 Why a plain function: ``perfspec train`` runs it directly and the Prefect ``train`` flow runs the same
 steps as separate tasks, so both produce identical run directories: the default run dir is
-``runs/<run_name>`` for both (``perfspec.training.run_name``), so each resumes the other's runs.
+``runs/<run_name>`` for both (``perfspec.learn.training.run_name``), so each resumes the other's runs.
 Re-running on the same ``out_dir`` resumes a crashed training instead of starting over, and a finished,
-already logged training is neither logged nor registered again (see ``perfspec.tracking``).
+already logged training is neither logged nor registered again (see ``perfspec.learn.tracking``).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from perfspec.dataset import Dataset, build_dataset
+from perfspec.learn.dataset import Dataset, build_dataset
+from perfspec.learn.training import EpochCallback, TrainResult, run_name, train
 from perfspec.settings import Settings
-from perfspec.training import EpochCallback, TrainResult, run_name, train
 
 
 @dataclass
@@ -28,7 +28,7 @@ class TrainOutcome:
     train_result: TrainResult
     metrics: dict[str, Any]
     run_id: str | None = None
-    decision: Any = None  # perfspec.tracking.PromotionDecision when MLflow is used
+    decision: Any = None  # perfspec.learn.tracking.PromotionDecision when MLflow is used
 
     @property
     def metrics_path(self) -> Path:
@@ -67,7 +67,7 @@ def train_from_actions(
 
     ``out_dir=None``: ``default_run_dir`` (known only once the dataset, hence its fingerprint, is built).
     """
-    from perfspec.evaluation import evaluate
+    from perfspec.learn.evaluation import evaluate
 
     dataset = build_dataset(Path(actions_file), settings.dataset)
     dataset_dir = save_dataset(dataset, settings.paths.datasets_dir)
@@ -76,7 +76,7 @@ def train_from_actions(
     metrics = evaluate(dataset, run_dir)
     outcome = TrainOutcome(dataset, dataset_dir, run_dir, result, metrics)
     if use_mlflow:
-        from perfspec.tracking import log_run, register_and_promote
+        from perfspec.learn.tracking import log_run, register_and_promote
 
         outcome.run_id = log_run(settings, dataset, run_dir, metrics)
         outcome.decision = register_and_promote(settings, outcome.run_id, metrics, run_dir=run_dir)
