@@ -7,10 +7,9 @@ import re
 from pathlib import Path
 
 from perfspec.errors import InputError
-from perfspec.learn.training import RESUMABLE_CHANGES, run_name
 from perfspec.settings import Settings, get_settings
 
-__all__ = ["RESUMABLE_CHANGES", "check_sources", "dataset_name", "flow_settings", "run_name"]
+__all__ = ["check_sources", "dataset_name", "flow_settings"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_LOG = REPO_ROOT / "sample" / "audit-logs.csv.gz"

@@ -25,18 +25,16 @@ def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def topk_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per model with its test top-k accuracies, from ``test_<model>_top<k>`` keys."""
-    table: dict[str, dict[str, float]] = {}
-    for key, value in _flatten(metrics).items():
-        match = _TOPK.match(key)
-        if match and isinstance(value, int | float) and not isinstance(value, bool):
-            table.setdefault(match["model"], {})[f"top{match['k']}"] = round(float(value), 4)
-    order = {m: i for i, m in enumerate(MODEL_ORDER)}
+    """One row per model: hold-out top-k and CV mean top-5, best CV first (the candidate on top)."""
+    cv = metrics.get("cv", {})
     rows = []
-    for model in sorted(table, key=lambda m: (order.get(m, len(order)), m)):
-        ks = sorted(table[model], key=lambda c: int(c[3:]))
-        rows.append({"model": model, **{k: table[model][k] for k in ks}})
-    return rows
+    for model, scores in metrics.get("test", {}).items():
+        row: dict[str, Any] = {"model": model}
+        row |= {k: round(float(v), 4) for k, v in scores.items()}
+        mean = cv.get(model, {}).get("top5", {}).get("mean")
+        row["cv_top5"] = round(float(mean), 4) if mean is not None else ""
+        rows.append(row)
+    return sorted(rows, key=lambda r: -(r["cv_top5"] if r["cv_top5"] != "" else r.get("top5", 0)))
 
 
 def markdown_summary(result: PipelineResult, ui_hint: str | None = None) -> str:
@@ -62,13 +60,24 @@ def markdown_summary(result: PipelineResult, ui_hint: str | None = None) -> str:
         "",
         "## Training",
     ]
-    t = trained.train
-    lines.append(
-        f"- epochs done {t.epochs_done} (this run {t.epochs_this_call}, resumed from {t.resumed_from}), "
-        f"best epoch {t.best_epoch} (val_loss {t.best_val_loss:.4f}), "
-        f"{'stopped early, ' if t.stopped_early else ''}{t.train_seconds:.1f} s"
-    )
-    lines.append(f"- run dir: `{t.run_dir}`")
+    m = trained.metrics
+    data, leak = m.get("dataset", {}), m.get("leakage", {})
+    if data.get("repeats_removed"):
+        lines.append(
+            f"- **repeats removed**: {data['repeats_removed']} of {data['original_actions']} actions repeat "
+            f"earlier spans verbatim; trained on {data['actions']}"
+        )
+    if leak:
+        warn = " — **scores measure memorisation**" if leak.get("warning") else ""
+        lines.append(f"- leakage (held-out windows seen verbatim in training): val {leak['val']:.3f}, "
+                     f"test {leak['test']:.3f}{warn}")
+    for model in trained.models:
+        extra = ", ".join(f"{k} {v}" for k, v in model.info.items() if k in ("order", "best_epoch", "weight"))
+        cv = f", CV top-5 {model.cv_top5_mean:.4f}" if model.cv_top5_mean is not None else ""
+        lines.append(f"- `{model.name}` ({model.family}): hold-out top-5 {model.test_top5:.4f}{cv}"
+                     + (f" ({extra})" if extra else ""))
+    lines.append(f"- candidate: `{m.get('champion_candidate')}` (best CV mean {m.get('target_metric')})")
+    lines.append(f"- run dir: `{trained.run_dir}`")
     rows = topk_rows(trained.metrics)
     if rows:
         cols = [c for c in rows[0] if c != "model"]

@@ -1,32 +1,56 @@
-"""``train`` flow: train (resumable) -> evaluate against baselines -> log to MLflow -> promote."""
+"""``train`` flow: baselines -> neural model(s) on CV folds + hold-out -> mixture -> compare -> MLflow."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow
 from pydantic import PositiveInt
 
-from flows.config import flow_settings, run_name
+from flows.config import flow_settings
 from flows.steps import run_step
-from perfspec.errors import InputError
-from tasks.learn import evaluate_model, log_run_task, promote_model, train_model
-from tasks.records import TrainedRun
+from perfspec.learn.configs import ModelConfig
+from perfspec.learn.experiment import NGRAM, default_configs, experiment_name, read_fingerprint
+from perfspec.settings import Settings
+from tasks.learn import (
+    evaluate_model,
+    log_run_task,
+    promote_model,
+    score_baselines,
+    score_mixture_task,
+    train_model,
+)
+from tasks.records import ScoredModel, TrainedRun
 
 
-def dataset_fingerprint(dataset_dir: Path) -> str:
-    meta = Path(dataset_dir) / "dataset.json"
-    try:
-        return str(json.loads(meta.read_text())["fingerprint"])
-    except (OSError, ValueError, KeyError) as error:
-        raise InputError(
-            f"not a dataset directory: {dataset_dir} ({error})", hint="build one with the prepare flow"
-        ) from error
+def score_models(
+    settings: Settings, dataset_dir: str, run_dir: str, configs: list[ModelConfig]
+) -> list[ScoredModel]:
+    """The experiment's steps as tasks: neural configs mapped (bounded by ``sweep_concurrency``)."""
+    selection = settings.selection
+    scored = [run_step(score_baselines, dataset_dir=dataset_dir, run_dir=run_dir, selection=selection)]
+    futures = train_model.map(
+        dataset_dir=dataset_dir, run_dir=run_dir, config=[c.to_dict() for c in configs], selection=selection
+    )
+    neural = [future.result() for future in futures]
+    scored += neural
+    if selection.mixture and neural:
+        best = max(neural, key=lambda s: s.cv_top5_mean if s.cv_top5_mean is not None else s.test_top5)
+        config = next(c for c in configs if c.name == best.name)
+        scored.append(
+            run_step(
+                score_mixture_task,
+                dataset_dir=dataset_dir,
+                run_dir=run_dir,
+                config=config.to_dict(),
+                selection=selection,
+            )
+        )
+    return scored
 
 
-@flow(name="train", description="Train the LSTM, evaluate it against baselines, track and promote it.")
+@flow(name="train", description="N-gram, a neural family and their mixture on blocked CV + hold-out; MLflow.")
 def train(
     dataset_dir: Path,
     epochs: PositiveInt | None = None,
@@ -35,19 +59,20 @@ def train(
 ) -> TrainedRun:
     """A re-run with the same dataset and settings resumes in the same run dir (``fresh`` starts anew)."""
     settings = flow_settings(data_dir, epochs)
-    fingerprint = dataset_fingerprint(Path(dataset_dir))
-    name = run_name(fingerprint, settings.train)
+    configs = default_configs(settings)
+    name = experiment_name(read_fingerprint(Path(dataset_dir)), settings, configs)
     if fresh:
         name += datetime.now(UTC).strftime("-%Y%m%dT%H%M%S")
     run_dir = str((settings.paths.runs_dir / name).resolve())
     dataset = str(Path(dataset_dir).resolve())
-
-    trained = run_step(train_model, dataset_dir=dataset, run_dir=run_dir, settings=settings.train)
-    metrics = run_step(evaluate_model, dataset_dir=dataset, run_dir=run_dir)
+    scored = score_models(settings, dataset, run_dir, configs)
+    names = [NGRAM, "most_frequent", *(s.name for s in scored[1:])]
+    metrics = run_step(evaluate_model, dataset_dir=dataset, run_dir=run_dir, settings=settings, names=names)
     run_id = run_step(log_run_task, settings=settings, dataset_dir=dataset, run_dir=run_dir, metrics=metrics)
     promotion = run_step(promote_model, settings=settings, run_id=run_id, metrics=metrics, run_dir=run_dir)
     return TrainedRun(
-        train=trained,
+        models=scored,
+        run_dir=run_dir,
         metrics=metrics,
         run_id=run_id,
         tracking_uri=settings.mlflow_tracking_uri,

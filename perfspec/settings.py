@@ -95,17 +95,29 @@ class DatasetSettings(_Section):
     folds: int = Field(5, ge=2)
     fold: int = Field(0, ge=0, description="which contiguous block is the test part with split=kfold")
     seed: int = 42
+    keep_repeats: bool = Field(
+        False, description="keep verbatim repeats of long earlier spans (removed by default: they leak)"
+    )
+    repeat_min_actions: int = Field(500, gt=0, description="a repeated span this long is a copy")
+    repeat_min_fraction: float = Field(
+        0.05, gt=0, le=1, description="... or this fraction of the sequence, whichever is shorter"
+    )
 
 
 class TrainSettings(_Section):
-    """LSTM next-action model (Keras 3 on TensorFlow)."""
+    """The neural next-action model (Keras 3 on TensorFlow): LSTM, GRU or a small causal Transformer."""
 
+    family: Literal["lstm", "gru", "transformer"] = Field(
+        "lstm", description="neural family trained by `perfspec train` (the sweep tries several)"
+    )
     # Defaults tuned on the paper corpus (21,642 actions): ~3 min on 2 CPU cores, best epoch 39-40 of 40.
     # embedding_dim 128 (not 64): LSTM >= n-gram on test top-1/top-5 for seeds 7, 42, 1234 (64 lost seed
     # 1234 by one window); see bench/RESULTS.md "training".
     embedding_dim: int = Field(128, gt=0)
-    lstm_units: int = Field(256, gt=0)
-    lstm_layers: int = Field(1, ge=1)
+    lstm_units: int = Field(256, gt=0, description="units per recurrent layer (LSTM and GRU)")
+    lstm_layers: int = Field(1, ge=1, description="stacked recurrent layers (LSTM and GRU)")
+    heads: int = Field(2, ge=1, description="Transformer attention heads (embedding_dim must divide)")
+    blocks: int = Field(1, ge=1, description="Transformer blocks")
     dropout: float = Field(0.0, ge=0, lt=1)
     learning_rate: float = Field(5e-3, gt=0)
     lr_schedule: Literal["constant", "cosine"] = "cosine"
@@ -116,6 +128,24 @@ class TrainSettings(_Section):
     checkpoint_every: int = Field(1, ge=1, description="checkpoint every N epochs")
     keep_checkpoints: int = Field(3, ge=1, description="periodic checkpoints kept (the best is kept too)")
     seed: int = 42
+
+
+class SelectionSettings(_Section):
+    """Model selection: blocked cross-validation, the target metric, the champion rule, sweeps."""
+
+    cv_folds: int = Field(5, ge=0, description="blocked CV folds over the first 90% (0 = no CV)")
+    target_k: int = Field(5, ge=1, le=20, description="the champion is the best CV mean top-k for this k")
+    ngram_orders: tuple[int, ...] = Field((1, 2, 3, 4, 5, 6), description="n-gram orders CV chooses from")
+    mixture: bool = Field(True, description="also score the neural model interpolated with the n-gram")
+    promotion_standard_errors: float = Field(
+        2.0, ge=0, description="a challenger's paired gain over @champion must exceed this many SEs"
+    )
+    promotion_blocks: int = Field(10, ge=2, description="contiguous test blocks for the paired comparison")
+    sweep_families: tuple[str, ...] = Field(
+        ("ngram", "lstm", "gru", "transformer", "mixture"), description="families a sweep tries"
+    )
+    sweep_concurrency: int = Field(1, ge=1, description="configurations a sweep trains at once")
+    nightly_sweep: bool = Field(False, description="the nightly retraining runs a small sweep")
 
 
 class MlflowSettings(_Section):
@@ -212,6 +242,7 @@ class Settings(BaseSettings):
     actions: ActionsSettings = ActionsSettings()
     dataset: DatasetSettings = DatasetSettings()
     train: TrainSettings = TrainSettings()
+    selection: SelectionSettings = SelectionSettings()
     mlflow: MlflowSettings = MlflowSettings()
     prefect: PrefectSettings = PrefectSettings()
     collect: CollectSettings = CollectSettings()

@@ -1,8 +1,10 @@
-"""Learning tasks: train (resumable), evaluate, log to MLflow, register + promote.
+"""Learning tasks: score the counts models, train one configuration (CV folds + hold-out), the mixture,
+the comparison, MLflow logging and the champion decision — thin wrappers over ``perfspec.learn``.
 
 Training is not retried by Prefect (its failures are rarely transient); a crashed training resumes from
 its checkpoints when the flow is re-run, because the run dir is derived from the dataset fingerprint and
-the training settings. MLflow calls are retried: a tracking server can be briefly unreachable.
+the settings, and every step persists what it scored. MLflow calls are retried: a tracking server can be
+briefly unreachable.
 """
 
 from __future__ import annotations
@@ -11,19 +13,50 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from perfspec.settings import Settings, TrainSettings, get_settings
+from perfspec.settings import SelectionSettings, Settings, get_settings
 from tasks.policy import perfspec_task
-from tasks.records import PromotionOutput, TrainOutput
-
-_cfg = get_settings().prefect
+from tasks.records import PromotionOutput, ScoredModel
 
 
-def _progress_callback(total_epochs: int, run_name: str) -> Any:
+def _timeout(kind: str) -> float:
+    cfg = get_settings().prefect
+    return cfg.train_timeout_seconds if kind == "train" else cfg.task_timeout_seconds
+
+
+def _scored(run_dir: str, name: str) -> ScoredModel:
+    from perfspec.learn.experiment import load_scores
+    from perfspec.learn.scoring import topk_from_ranks
+    from perfspec.learn.selection import cv_summary
+
+    scores = load_scores(Path(run_dir), name)
+    assert scores is not None and scores.test_ranks is not None
+    cv = cv_summary(scores)["top5"]["mean"] if scores.fold_ranks else None
+    return ScoredModel(
+        name=name,
+        family=scores.family,
+        run_dir=run_dir,
+        test_top5=topk_from_ranks(scores.test_ranks)["top5"],
+        cv_top5_mean=cv,
+        info={k: v for k, v in scores.info.items() if k != "config"},
+    )
+
+
+@perfspec_task("score-baselines", timeout_seconds=_timeout("task"), transient=False)
+def score_baselines(dataset_dir: str, run_dir: str, selection: SelectionSettings) -> ScoredModel:
+    """Most-frequent and the n-gram (order chosen by CV) on the folds and the hold-out."""
+    from perfspec.learn.dataset import Dataset
+    from perfspec.learn.experiment import NGRAM, score_counts
+
+    score_counts(Dataset.load(Path(dataset_dir)), Path(run_dir), selection, print)
+    return _scored(run_dir, NGRAM)
+
+
+def _progress_callback(name: str, total_epochs: int) -> Any:
     """An ``on_epoch_end`` that keeps a Prefect progress artifact at ``epoch / epochs``."""
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
     artifact_id = create_progress_artifact(
-        progress=0.0, key="training-progress", description=f"Training {run_name}: epochs done / epochs"
+        progress=0.0, key="training-progress", description=f"Training {name} (hold-out): epochs done / epochs"
     )
 
     def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
@@ -31,66 +64,85 @@ def _progress_callback(total_epochs: int, run_name: str) -> Any:
         update_progress_artifact(
             artifact_id=artifact_id,
             progress=min(100.0, 100.0 * epoch / total_epochs),
-            description=f"Training {run_name}: epoch {epoch}/{total_epochs} ({shown})",
+            description=f"Training {name}: epoch {epoch}/{total_epochs} ({shown})",
         )
-        print(f"epoch {epoch}/{total_epochs}: {shown}")
+        print(f"{name} epoch {epoch}/{total_epochs}: {shown}")
 
     return on_epoch_end
 
 
-@perfspec_task("train-model", timeout_seconds=_cfg.train_timeout_seconds, transient=False)
-def train_model(dataset_dir: str, run_dir: str, settings: TrainSettings) -> TrainOutput:
-    """Train the LSTM into ``run_dir``; resumes from the checkpoints a crashed run left there."""
+@perfspec_task("train-model", timeout_seconds=_timeout("train"), transient=False)
+def train_model(
+    dataset_dir: str, run_dir: str, config: dict[str, Any], selection: SelectionSettings
+) -> ScoredModel:
+    """One neural configuration on every CV fold and the hold-out; resumes from its checkpoints."""
+    from perfspec.learn.configs import ModelConfig
     from perfspec.learn.dataset import Dataset
-    from perfspec.learn.training import train
+    from perfspec.learn.experiment import score_neural
 
-    dataset = Dataset.load(Path(dataset_dir))
-    callback = _progress_callback(settings.epochs, Path(run_dir).name)
-    result = train(dataset, settings, Path(run_dir), on_epoch_end=callback)
-    return TrainOutput(
-        run_dir=str(result.out_dir),
-        model_path=str(result.model_path),
-        epochs_done=result.epochs_done,
-        best_epoch=result.best_epoch,
-        best_val_loss=float(result.best_val_loss),
-        resumed_from=result.resumed_from,
-        epochs_this_call=result.epochs_this_call,
-        stopped_early=result.stopped_early,
-        train_seconds=float(result.train_seconds),
-    )
+    model = ModelConfig(config["name"], config["family"], tuple(sorted(config["params"].items())))
+    callback = _progress_callback(model.name, int(config["params"].get("epochs", 1)))
+    score_neural(Dataset.load(Path(dataset_dir)), model, Path(run_dir), selection, print, callback)
+    return _scored(run_dir, model.name)
 
 
-@perfspec_task("evaluate-model", timeout_seconds=_cfg.task_timeout_seconds, transient=False)
-def evaluate_model(dataset_dir: str, run_dir: str) -> dict[str, Any]:
-    """LSTM vs baselines on the test split; writes ``metrics.json`` and plots into ``run_dir``."""
+@perfspec_task("score-mixture", timeout_seconds=_timeout("task"), transient=False)
+def score_mixture_task(
+    dataset_dir: str, run_dir: str, config: dict[str, Any], selection: SelectionSettings
+) -> ScoredModel:
+    """The neural config interpolated with the n-gram (weight fitted on each validation part)."""
+    from perfspec.learn.configs import ModelConfig
     from perfspec.learn.dataset import Dataset
-    from perfspec.learn.evaluation import evaluate
+    from perfspec.learn.experiment import score_mixture
 
-    return evaluate(Dataset.load(Path(dataset_dir)), Path(run_dir))
+    model = ModelConfig(config["name"], config["family"], tuple(sorted(config["params"].items())))
+    scores = score_mixture(Dataset.load(Path(dataset_dir)), model, Path(run_dir), selection, print)
+    return _scored(run_dir, scores.name)
 
 
-@perfspec_task("log-run", timeout_seconds=_cfg.task_timeout_seconds, transient=True)
-def log_run_task(settings: Settings, dataset_dir: str, run_dir: str, metrics: dict[str, Any]) -> str:
-    """One MLflow run with params, per-epoch metrics, artifacts and the model; returns its run id.
+@perfspec_task("evaluate-model", timeout_seconds=_timeout("task"), transient=False)
+def evaluate_model(dataset_dir: str, run_dir: str, settings: Settings, names: list[str]) -> dict[str, Any]:
+    """Compare what was scored; write ``metrics.json``, plots, CSVs; install the candidate's bundle."""
+    from perfspec.learn.dataset import Dataset
+    from perfspec.learn.experiment import finish
+
+    return finish(Dataset.load(Path(dataset_dir)), Path(run_dir), settings, names)
+
+
+@perfspec_task("log-run", timeout_seconds=_timeout("task"), transient=True)
+def log_run_task(
+    settings: Settings, dataset_dir: str, run_dir: str, metrics: dict[str, Any], sweep: bool = False
+) -> str:
+    """One MLflow run (a sweep: the parent, then one child per model); returns the (parent) run id.
 
     Safe to retry and to re-run: the run recorded in ``<run_dir>/mlflow.json`` is returned while it
-    still exists and logged this training; a failed attempt deletes its partial run.
+    still exists and logged these results; children already logged are not logged again.
     """
     from perfspec.learn.dataset import Dataset
+    from perfspec.learn.sweep import log_children, sweep_title
     from perfspec.learn.tracking import log_run
 
-    return log_run(settings, Dataset.load(Path(dataset_dir)), Path(run_dir), metrics)
+    dataset = Dataset.load(Path(dataset_dir))
+    if not sweep:
+        return log_run(settings, dataset, Path(run_dir), metrics)
+    run_id = log_run(
+        settings,
+        dataset,
+        Path(run_dir),
+        metrics,
+        title=sweep_title(metrics, len(metrics["models"])),
+        extra_tags={"perfspec.kind": "sweep"},
+    )
+    log_children(settings, metrics, run_id)
+    return run_id
 
 
-@perfspec_task("promote-model", timeout_seconds=_cfg.task_timeout_seconds, transient=True)
+@perfspec_task("promote-model", timeout_seconds=_timeout("task"), transient=True)
 def promote_model(
     settings: Settings, run_id: str, metrics: dict[str, Any], run_dir: str | None = None
 ) -> PromotionOutput:
-    """Register the run's model; move ``@champion`` only if it beats the champion (same fingerprint).
-
-    Safe to retry: the version already registered for ``run_id`` is reused (and its decision returned).
-    """
-    from perfspec.learn.tracking import register_and_promote
+    """Register the candidate; move ``@champion`` only if it beats the champion beyond noise."""
+    from perfspec.learn.promotion import register_and_promote
 
     decision = register_and_promote(settings, run_id, metrics, run_dir=Path(run_dir) if run_dir else None)
     as_dict = _as_dict(decision)
@@ -100,8 +152,6 @@ def promote_model(
 def _as_dict(value: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         raw = dataclasses.asdict(value)
-    elif hasattr(value, "model_dump"):
-        raw = value.model_dump(mode="json")
     elif isinstance(value, dict):
         raw = dict(value)
     else:

@@ -7,6 +7,7 @@ can refuse a cached record whose files were deleted).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -56,19 +57,18 @@ class DatasetOutput(_Record):
         return [f"{self.dataset_dir}/{name}" for name in ("dataset.json", "vocab.json", "windows.npz")]
 
 
-class TrainOutput(_Record):
+class ScoredModel(_Record):
+    """One model scored on the CV folds and the hold-out (its ranks are in ``run_dir/scores``)."""
+
+    name: str
+    family: str
     run_dir: str
-    model_path: str
-    epochs_done: int
-    best_epoch: int
-    best_val_loss: float
-    resumed_from: int
-    epochs_this_call: int
-    stopped_early: bool
-    train_seconds: float
+    test_top5: float
+    cv_top5_mean: float | None = None
+    info: dict[str, Any] = {}
 
     def outputs(self) -> list[str]:
-        return [self.model_path]
+        return [str(Path(self.run_dir) / "scores" / f"{self.name}.npz")]
 
 
 class PromotionOutput(_Record):
@@ -95,7 +95,8 @@ class PreparedData(_Record):
 class TrainedRun(_Record):
     """What the ``train`` flow produced: the run dir, test metrics, the MLflow run and the decision."""
 
-    train: TrainOutput
+    models: list[ScoredModel]
+    run_dir: str
     metrics: dict[str, Any]
     run_id: str
     tracking_uri: str

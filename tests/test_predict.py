@@ -14,7 +14,7 @@ import pytest
 
 from perfspec.errors import InputError
 from perfspec.learn.dataset import dataset_from_actions
-from perfspec.learn.model import build_model
+from perfspec.learn.network import build_model
 from perfspec.learn.predict import BUNDLE_NAME, BundleError, Predictor, export_bundle, read_bundle
 from perfspec.learn.vocab import Vocabulary
 from perfspec.settings import DatasetSettings, TrainSettings

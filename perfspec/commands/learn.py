@@ -16,6 +16,7 @@ def register(app: typer.Typer) -> None:
     """Add this layer's subcommands to the ``perfspec`` app."""
     app.command("train")(train_command)
     app.command("predict")(predict_command)
+    app.command("sweep")(sweep_command)
 
 
 def train_command(
@@ -26,23 +27,36 @@ def train_command(
         Path | None,
         typer.Option(
             "--out",
-            help="Run directory (model, metrics, plots). Re-running on it resumes. "
-            "Default: <data_dir>/runs/<dataset-fingerprint12>-<model-settings-hash8> "
-            "(the pipeline's name too, so each resumes the other's runs).",
+            help="Run directory (models, metrics, plots). Re-running on it resumes. "
+            "Default: <data_dir>/runs/<dataset-fingerprint12>-<settings-hash8>.",
         ),
     ] = None,
+    family: Annotated[
+        str | None, typer.Option(help="Neural family trained beside the n-gram: lstm, gru or transformer.")
+    ] = None,
+    cv: Annotated[
+        int | None, typer.Option("--cv", help="Blocked CV folds for model selection (0 = no CV; default 5).")
+    ] = None,
+    keep_repeats: Annotated[
+        bool,
+        typer.Option(
+            "--keep-repeats", help="Keep verbatim repeats of long earlier spans (they leak into test)."
+        ),
+    ] = False,
     epochs: Annotated[
         int | None, typer.Option(help="Maximum epochs (early stopping may end sooner).")
     ] = None,
     window: Annotated[int | None, typer.Option(help="Past actions the model sees (W).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
-    lstm_units: Annotated[int | None, typer.Option(help="Units per LSTM layer.")] = None,
-    lstm_layers: Annotated[int | None, typer.Option(help="Stacked LSTM layers.")] = None,
+    lstm_units: Annotated[int | None, typer.Option(help="Units per recurrent layer (LSTM, GRU).")] = None,
+    lstm_layers: Annotated[int | None, typer.Option(help="Stacked recurrent layers (LSTM, GRU).")] = None,
     embedding_dim: Annotated[int | None, typer.Option(help="Action embedding size.")] = None,
+    heads: Annotated[int | None, typer.Option(help="Transformer attention heads.")] = None,
+    blocks: Annotated[int | None, typer.Option(help="Transformer blocks.")] = None,
     learning_rate: Annotated[
         float | None, typer.Option(help="Adam learning rate (start of the schedule).")
     ] = None,
-    dropout: Annotated[float | None, typer.Option(help="Dropout after each LSTM layer.")] = None,
+    dropout: Annotated[float | None, typer.Option(help="Dropout rate.")] = None,
     patience: Annotated[
         int | None, typer.Option(help="Early stopping: epochs without val-loss gain.")
     ] = None,
@@ -58,14 +72,13 @@ def train_command(
         bool, typer.Option("--no-mlflow", help="Skip MLflow logging and the model registry.")
     ] = False,
 ) -> None:
-    """Train the next-action LSTM on ACTIONS, compare it with baselines, log it to MLflow.
+    """Score the n-gram, most-frequent, a neural family and their mixture on ACTIONS; log the best.
 
-    Writes model.keras, predictor.npz (TensorFlow-free inference bundle), vocab.json, history.json,
-    metrics.json, per_action.csv, confused_pairs.csv and plots/ into --out, registers the model as
-    `perfspec` and moves @champion if it beats the current champion.
+    Verbatim repeats are removed first; every model is compared on blocked CV folds (paired with the
+    n-gram) and on the chronological hold-out. The candidate (best CV mean top-5) is written as
+    predictor.npz in --out, registered as `perfspec`, and moved to @champion only if it beats the
+    champion beyond noise.
     """
-    from rich.console import Console
-
     from perfspec.settings import get_settings
 
     settings = get_settings()
@@ -74,89 +87,118 @@ def train_command(
 
         raise InputError(f"unknown --split {split!r}", hint="use chronological or kfold")
     settings = settings.with_section(
-        "dataset", window=window, min_count=min_count, split=split, folds=folds, fold=fold
+        "dataset",
+        window=window,
+        min_count=min_count,
+        split=split,
+        folds=folds,
+        fold=fold,
+        keep_repeats=True if keep_repeats else None,
     )
+    if split == "kfold" and cv is None:
+        cv = 0
+    settings = settings.with_section("selection", cv_folds=cv)
     settings = settings.with_section(
         "train",
+        family=family,
         epochs=epochs,
         batch_size=batch_size,
         lstm_units=lstm_units,
         lstm_layers=lstm_layers,
         embedding_dim=embedding_dim,
+        heads=heads,
+        blocks=blocks,
         learning_rate=learning_rate,
         dropout=dropout,
         patience=patience,
         checkpoint_every=checkpoint_every,
         seed=seed,
     )
-    console = Console(stderr=True)
-    outcome = _run_with_progress(actions, out, settings, not no_mlflow, console)
-    _print_outcome(outcome, Console())
-
-
-def _run_with_progress(actions: Path, out: Path | None, settings, use_mlflow: bool, console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from perfspec.learn.experiment import train_from_actions
 
-    with Progress(
-        TextColumn("[bold]training"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not console.is_terminal,
-    ) as progress:
-        task = progress.add_task("train", total=settings.train.epochs, status="")
-
-        def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
-            status = f"val_loss {logs['val_loss']:.4f}  val_acc {logs['val_accuracy']:.4f}"
-            progress.update(task, completed=epoch, status=status)
-            if not console.is_terminal:
-                console.print(f"epoch {epoch}: loss {logs['loss']:.4f} acc {logs['accuracy']:.4f} {status}")
-
-        return train_from_actions(actions, out, settings, use_mlflow=use_mlflow, on_epoch_end=on_epoch_end)
+    console = _stderr_console()
+    outcome = train_from_actions(actions, out, settings, use_mlflow=not no_mlflow, say=console.print)
+    print_outcome(outcome.metrics, outcome.run_dir, outcome.run_id, outcome.decision, settings)
 
 
-def _print_outcome(outcome, console) -> None:
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def print_outcome(metrics, run_dir: Path, run_id, decision, settings) -> None:
+    """The comparison table and every verdict, each of them true (they are computed, not assumed)."""
+    from rich.console import Console
     from rich.table import Table
 
-    metrics = outcome.metrics
+    console = Console()
+    data, leak = metrics["dataset"], metrics["leakage"]
+    if data["repeats_removed"]:
+        console.print(
+            f"[yellow]repeats:[/] {data['repeats_removed']:,} of {data['original_actions']:,} actions repeat "
+            f"earlier spans verbatim and were removed; trained on {data['actions']:,} actions"
+        )
+    console.print(
+        f"leakage (windows seen verbatim in training): val {leak['val']:.3f}, test {leak['test']:.3f}"
+    )
+    if leak["warning"]:
+        console.print(
+            "[bold red]WARNING: most held-out windows occur verbatim in training: these scores measure "
+            "memorisation, not prediction[/]"
+        )
+    target = metrics["target_metric"]
     table = Table(
-        title=f"Test split ({metrics['counts']['test']} windows; next != current: "
-        f"{metrics['counts']['test_changes']})"
+        title=f"Chronological hold-out ({metrics['counts']['test']} windows) and blocked CV "
+        f"({metrics['cv_folds']} folds)"
     )
     table.add_column("model")
-    for k in (1, 3, 5, 10):
+    for k in (1, 3, 5, 10, 20):
         table.add_column(f"top-{k}", justify="right")
-    table.add_column("top-1 (changes)", justify="right")
-    names = {
-        "lstm": "LSTM",
-        "ngram": f"n-gram (order {metrics['ngram']['order']})",
-        "most_frequent": "most frequent",
-    }
-    for model, label in names.items():
+    table.add_column(f"CV {target}", justify="right")
+    table.add_column(f"vs n-gram (paired CV {target})", justify="right")
+    order = sorted(
+        metrics["test"], key=lambda m: -(metrics["cv"].get(m, {}).get(target, {}).get("mean") or 0)
+    )
+    for model in order:
         row = metrics["test"][model]
+        cv = metrics["cv"].get(model, {}).get(target)
+        paired = metrics["cv_paired"].get(model, {}).get(target)
+        label = f"{model} *" if model == metrics["champion_candidate"] else model
+        if model == "ngram":
+            label += f" (order {metrics['models']['ngram']['order']})"
         table.add_row(
             label,
-            *(f"{row[f'top{k}']:.4f}" for k in (1, 3, 5, 10)),
-            f"{metrics['test_changes'][model]['top1']:.4f}",
+            *(f"{row[f'top{k}']:.4f}" for k in (1, 3, 5, 10, 20)),
+            f"{cv['mean']:.4f} ± {cv['std']:.4f}" if cv else "-",
+            f"{paired['mean']:+.4f} ± {paired['se']:.4f}" if paired and paired.get("se") is not None else "-",
         )
     console.print(table)
-    result = outcome.train_result
-    resumed = f", resumed from epoch {result.resumed_from}" if result.resumed_from else ""
-    console.print(f"epochs: {result.epochs_done} (kept epoch {result.best_epoch}{resumed})")
-    verdict = "yes" if metrics["lstm_at_least_best_baseline"] else "NO"
-    console.print(f"LSTM top-1 and top-5 >= best baseline ({metrics['best_baseline']}): {verdict}")
-    console.print(f"run dir:  {outcome.run_dir}")
-    console.print(f"metrics:  {outcome.metrics_path}")
-    console.print(f"dataset:  {outcome.dataset_dir}")
-    if outcome.run_id:
-        decision = outcome.decision
-        console.print(f"mlflow run: {outcome.run_id}")
-        line = f"registered: {decision.registered_model} {decision.describe()} ({decision.reason})"
-        console.print(line, soft_wrap=True)
+    verdict = metrics["verdict"]
+    candidate = metrics["champion_candidate"]
+    console.print(f"candidate (* best CV mean {target}): {candidate}")
+    if metrics["cv"] and candidate != "ngram":
+        beyond = verdict["beats_reference_beyond_noise"]
+        console.print(
+            f"{candidate} beats the n-gram beyond noise (paired CV gain > "
+            f"{settings.selection.promotion_standard_errors:g} SE): {'yes' if beyond else 'NO'}"
+        )
+    elif candidate == "ngram":
+        console.print("no other model beats the n-gram on CV: the n-gram is the candidate")
+    console.print(f"run dir:  {run_dir}")
+    console.print(f"metrics:  {Path(run_dir) / 'metrics.json'}")
+    if run_id:
+        from perfspec.learn.tracking import experiment_link
+
+        console.print(f"mlflow run: {run_id}")
+        console.print(
+            f"registered: {decision.registered_model} {decision.describe()} ({decision.reason})",
+            soft_wrap=True,
+        )
+        experiment_id = (json.loads((Path(run_dir) / "mlflow.json").read_text()) or {}).get(
+            "experiment_id", ""
+        )
+        console.print(f"compare runs: {experiment_link(settings, experiment_id)}")
 
 
 def predict_command(
@@ -184,12 +226,13 @@ def predict_command(
     predictor = Predictor.load(model)  # models:/ resolves in the project's store (settings)
     prediction = predictor.predict(actions, top)
     if as_json:
-        typer.echo(json.dumps(describe(prediction)))
+        typer.echo(json.dumps(describe(prediction, predictor)))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"next action after {actions[-1]}")
+    name = predictor.info.get("name") or predictor.family
+    table = Table(title=f"next action after {actions[-1]} ({name}, {model})")
     table.add_column("#", justify="right")
     table.add_column("action")
     table.add_column("probability", justify="right")
@@ -202,3 +245,50 @@ def predict_command(
         print(
             f"note: {prediction.padded} of {predictor.window} window slots padded with <unk>", file=sys.stderr
         )
+
+
+def sweep_command(
+    actions: Annotated[Path, typer.Argument(help="Actions file: one verb_resource token a line.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Run directory (default: <data_dir>/runs/sweep-<...>).")
+    ] = None,
+    families: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--families",
+            help="Families to try (repeat the flag or comma-separate): ngram, lstm, gru, transformer, "
+            "mixture. Default: all.",
+        ),
+    ] = None,
+    grid: Annotated[
+        Path | None,
+        typer.Option(
+            "--grid", help="YAML/JSON grid: {family: [{setting: value, ...}, ...]} (default: built in)."
+        ),
+    ] = None,
+    cv: Annotated[int | None, typer.Option("--cv", help="Blocked CV folds (default 5).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs per training.")] = None,
+    no_mlflow: Annotated[
+        bool, typer.Option("--no-mlflow", help="Skip MLflow logging and the model registry.")
+    ] = False,
+) -> None:
+    """Compare several families and settings on the same CV folds and hold-out; log a parent MLflow run
+    with one child run per model, register the best and promote it only if it earns @champion."""
+    from perfspec.learn.configs import load_grid
+    from perfspec.learn.sweep import run_sweep
+    from perfspec.settings import get_settings
+
+    settings = get_settings().with_section("selection", cv_folds=cv).with_section("train", epochs=epochs)
+    chosen = [f.strip() for item in families or [] for f in item.split(",") if f.strip()] or None
+    outcome = run_sweep(
+        actions,
+        out,
+        settings,
+        chosen,
+        load_grid(grid) if grid else None,
+        use_mlflow=not no_mlflow,
+        say=_stderr_console().print,
+    )
+    print_outcome(outcome.metrics, outcome.run_dir, outcome.run_id, outcome.decision, settings)
+    if outcome.child_run_ids:
+        typer.echo(f"child runs: {len(outcome.child_run_ids)} (one per model, under the parent run)")

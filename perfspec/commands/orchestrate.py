@@ -114,7 +114,7 @@ def _print_result(result: PipelineResult, hints: list[str], data_dir: Path) -> N
     console.print(f"model: {trained.promotion.describe()}")
     console.print(f"results:  {data_dir}")
     console.print(f"  dataset  {prepared.dataset.dataset_dir}")
-    console.print(f"  run      {trained.train.run_dir}")
+    console.print(f"  run      {trained.run_dir}")
     console.print(f"  MLflow   run {trained.run_id} in {trained.tracking_uri}")
     if result.run_url:
         console.print(f"           {result.run_url}")

@@ -5,11 +5,18 @@ W-1 actions, so a random split would put near-copies of test windows into traini
 list of contiguous segments of the sequence and every window lies inside one segment, so no window
 crosses a boundary. The vocabulary is built from the training part only: an action first seen in
 validation/test maps to ``<unk>`` exactly as it would for a model in production.
+
+Why repeats are removed first (``perfspec.learn.repeats``): a sequence that contains a verbatim copy of
+a long earlier span (the paper corpus is two identical copies) puts its test windows into training.
+The copy is cut out before the split and the kept pieces become segment boundaries, so no window joins
+two actions that were never adjacent. ``leakage`` measures what is left: the share of validation and
+test windows (context + target) that occur verbatim in the training part.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from collections import Counter
@@ -21,12 +28,17 @@ import numpy as np
 
 from perfspec.errors import InputError
 from perfspec.fileio import atomic_open, write_json_atomic
+from perfspec.learn.repeats import Repeat, remove_repeats, repeat_threshold
 from perfspec.learn.vocab import UNK, Vocabulary
 from perfspec.settings import DatasetSettings
 
 SPLITS = ("train", "val", "test")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _TOKEN = re.compile(r"^\S+$")
+# what an action token looks like (verb_resource[/subresource]); a file of other lines is refused
+_ACTION = re.compile(r"^[a-z]+_[A-Za-z0-9.\-]*(/[A-Za-z0-9.\-]+)?$")
+_MAX_FOREIGN_SHARE = 0.1
+LEAKAGE_WARNING = 0.5  # above this share of leaked windows, scores measure memorisation
 
 
 @dataclass(frozen=True)
@@ -38,10 +50,15 @@ class ActionsFile:
 
 
 def read_actions(path: Path) -> ActionsFile:
-    """Read one action a line; blank lines are ignored, lines with inner whitespace are set aside."""
+    """Read one action a line; blank lines are ignored, lines with inner whitespace are set aside.
+
+    A file that is not an action list (binary, compressed, an audit log) is an ``InputError``: more
+    than a tenth of its lines not shaped like ``verb_resource`` means it is something else.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"actions file not found: {path}", hint="run `perfspec actions` first")
+    _refuse_non_action_file(path)
     actions: list[str] = []
     malformed: list[tuple[int, str]] = []
     with open(path, encoding="utf-8", errors="replace") as handle:
@@ -59,6 +76,28 @@ def read_actions(path: Path) -> ActionsFile:
             f"no actions in {path}{detail}", hint="expected one action token (e.g. create_pods) a line"
         )
     return ActionsFile(actions, malformed)
+
+
+def _refuse_non_action_file(path: Path) -> None:
+    """Binary content or mostly non-action lines -> InputError naming what to run instead."""
+    hint = (
+        "expected one action token (e.g. create_pods) a line; for an audit log run `perfspec clean` and "
+        "`perfspec actions` first, or `perfspec pipeline --source FILE`"
+    )
+    with open(path, "rb") as handle:
+        head = handle.read(64 * 1024)
+    if b"\0" in head or head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00":
+        raise InputError(f"{path} is not a text file of actions (binary or compressed)", hint=hint)
+    lines = [line.strip() for line in head.decode("utf-8", errors="replace").splitlines()[:2000]]
+    lines = [line for line in lines if line]
+    foreign = sum(1 for line in lines if not _ACTION.match(line))
+    if lines and foreign > _MAX_FOREIGN_SHARE * len(lines):
+        example = next(line for line in lines if not _ACTION.match(line))[:80]
+        raise InputError(
+            f"{path} does not look like an action list: {foreign} of its first {len(lines)} lines are not "
+            f"verb_resource tokens (e.g. {example!r})",
+            hint=hint,
+        )
 
 
 def load_actions(path: Path) -> list[str]:
@@ -95,6 +134,17 @@ def segments_for(n: int, settings: DatasetSettings) -> dict[str, list[tuple[int,
     return {"train": train, "val": [(v0, v1)], "test": [(t0, t1)]}
 
 
+def cut_at(segments: Sequence[tuple[int, int]], pieces: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``segments`` split wherever a piece ends (a window must not join two pieces)."""
+    out = []
+    for a, b in segments:
+        for p, q in pieces:
+            lo, hi = max(a, p), min(b, q)
+            if hi > lo:
+                out.append((lo, hi))
+    return out
+
+
 def make_windows(ids: np.ndarray, segments: Sequence[tuple[int, int]], window: int) -> tuple[np.ndarray, ...]:
     """Windows inside each segment: ``x[i]`` = the ``window`` ids before ``pos[i]``; ``y = ids[pos]``."""
     xs, ys, positions = [], [], []
@@ -123,7 +173,10 @@ def fingerprint_of(actions: Sequence[str], settings: DatasetSettings) -> str:
         "min_count": settings.min_count,
         "split": settings.split,
         "format": FORMAT_VERSION,
+        "keep_repeats": settings.keep_repeats,
     }
+    if not settings.keep_repeats:
+        split |= {"repeat_min": [settings.repeat_min_actions, settings.repeat_min_fraction]}
     if settings.split == "kfold":
         split |= {"folds": settings.folds, "fold": settings.fold}
     digest = hashlib.sha256()
@@ -149,6 +202,9 @@ class Dataset:
     # None for datasets saved before they were kept.
     name_table: np.ndarray | None = field(default=None, repr=False)
     name_codes: np.ndarray | None = field(default=None, repr=False)
+    # verbatim repeats cut out before the split (positions in the original sequence) and its length
+    repeats: list[Repeat] = field(default_factory=list)
+    original_actions: int = 0
     _windows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @property
@@ -178,6 +234,35 @@ class Dataset:
         """The contiguous id segments of one split (what the n-gram baseline counts over)."""
         return [self.ids[a:b] for a, b in self.segments[split]]
 
+    @property
+    def repeats_removed(self) -> int:
+        return sum(r.length for r in self.repeats)
+
+    @property
+    def pieces(self) -> list[tuple[int, int]]:
+        """Contiguous stretches of ``ids``: cut where a repeat was removed (windows never join two)."""
+        cuts, removed = [], 0
+        for repeat in self.repeats:
+            cuts.append(repeat.start - removed)
+            removed += repeat.length
+        bounds = [0, *(c for c in cuts if 0 < c < len(self.ids)), len(self.ids)]
+        return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+
+    def with_segments(self, segments: dict[str, list[tuple[int, int]]], tag: str) -> Dataset:
+        """The same sequence and vocabulary seen through other segments (a cross-validation fold)."""
+        return Dataset(
+            settings=self.settings,
+            vocab=self.vocab,
+            ids=self.ids,
+            segments=segments,
+            fingerprint=f"{self.fingerprint}-{tag}",
+            source=self.source,
+            name_table=self.name_table,
+            name_codes=self.name_codes,
+            repeats=self.repeats,
+            original_actions=self.original_actions,
+        )
+
     def _split_windows(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}")
@@ -195,6 +280,9 @@ class Dataset:
             "min_count": self.settings.min_count,
             "fingerprint": self.fingerprint,
             "malformed_lines": self.malformed_lines,
+            "original_actions": self.original_actions or len(self.ids),
+            "repeats_removed": self.repeats_removed,
+            "repeats": [r.to_dict() for r in self.repeats],
         }
         if self.settings.split == "kfold":
             out |= {"folds": self.settings.folds, "fold": self.settings.fold}
@@ -229,6 +317,8 @@ class Dataset:
                 "source": self.source,
                 "settings": self.settings.model_dump(mode="json"),
                 "segments": self.segments,
+                "repeats": [r.to_dict() for r in self.repeats],
+                "original_actions": self.original_actions or len(self.ids),
                 "summary": self.summary(),
             },
         )
@@ -256,6 +346,8 @@ class Dataset:
             malformed_lines=meta.get("summary", {}).get("malformed_lines", 0),
             name_table=arrays.get("action_names"),
             name_codes=arrays.get("action_codes"),
+            repeats=[Repeat(r["start"], r["end"], r["source"]) for r in meta.get("repeats", [])],
+            original_actions=int(meta.get("original_actions", len(arrays["ids"]))),
         )
         for split in SPLITS:
             dataset._windows[split] = (arrays[f"x_{split}"], arrays[f"y_{split}"], arrays[f"pos_{split}"])
@@ -265,7 +357,16 @@ class Dataset:
 def dataset_from_actions(
     actions: Sequence[str], settings: DatasetSettings, source: str = "", malformed_lines: int = 0
 ) -> Dataset:
-    """Build the vocabulary (train part only), encode, split and check every split has windows."""
+    """Remove repeats (unless kept), build the vocabulary (train part only), encode, split, and check
+    that every split has windows."""
+    original = len(actions)
+    fingerprint = fingerprint_of(actions, settings)
+    repeats: list[Repeat] = []
+    pieces = [(0, original)]
+    if not settings.keep_repeats:
+        minimum = repeat_threshold(original, settings.repeat_min_actions, settings.repeat_min_fraction)
+        deduplicated = remove_repeats(actions, minimum)
+        actions, repeats, pieces = deduplicated.actions, deduplicated.repeats, deduplicated.pieces
     n = len(actions)
     needed = _minimum_actions(settings)
     if n < needed:
@@ -273,7 +374,7 @@ def dataset_from_actions(
             f"too few actions to train: {n} (need at least {needed} with window={settings.window})",
             hint="collect more actions or lower --window",
         )
-    segments = segments_for(n, settings)
+    segments = {split: cut_at(parts, pieces) for split, parts in segments_for(n, settings).items()}
     train_actions = [a for s, e in segments["train"] for a in actions[s:e]]
     vocab = Vocabulary.from_counts(Counter(train_actions), settings.min_count)
     table = sorted(set(actions))
@@ -283,11 +384,13 @@ def dataset_from_actions(
         vocab=vocab,
         ids=vocab.encode(actions),
         segments=segments,
-        fingerprint=fingerprint_of(actions, settings),
+        fingerprint=fingerprint,
         source=source,
         malformed_lines=malformed_lines,
         name_table=np.array(table, dtype=str),
         name_codes=np.fromiter((code_of[a] for a in actions), dtype=np.int32, count=n),
+        repeats=repeats,
+        original_actions=original,
     )
     for split in SPLITS:
         if len(dataset.windows(split)[1]) == 0:
@@ -296,6 +399,18 @@ def dataset_from_actions(
                 hint="collect more actions, lower --window, or change the split fractions",
             )
     return dataset
+
+
+def leakage(dataset: Dataset) -> dict[str, float]:
+    """Share of validation and test windows (context + target) found verbatim in the training part."""
+    x, y = dataset.windows("train")
+    seen = {row.tobytes() for row in np.column_stack([x, y]).astype(np.int32)}
+    shares = {}
+    for split in ("val", "test"):
+        xs, ys = dataset.windows(split)
+        rows = np.column_stack([xs, ys]).astype(np.int32)
+        shares[split] = float(np.mean([row.tobytes() in seen for row in rows])) if len(rows) else 0.0
+    return shares
 
 
 def _minimum_actions(settings: DatasetSettings) -> int:

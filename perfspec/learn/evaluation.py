@@ -1,160 +1,184 @@
-"""Honest evaluation: the LSTM and the baselines on the same held-out test windows, ranked alike.
+"""The report of an experiment: ``metrics.json``, CSVs and plots, every model scored the same way.
 
-Why also ``test_changes``: about a quarter of this corpus repeats the previous action, which any model
-gets right by copying; the positions where the next action differs show whether a model learned the
-protocol. The n-gram order is chosen on validation, never on test.
+Why hold-out and CV side by side: the chronological hold-out (last 10 %, never used for a choice) is
+the headline; the blocked CV (``perfspec.learn.selection``) is what choices were made on and shows the
+noise. ``leakage`` says how much of the validation/test windows occurs verbatim in training (above
+``LEAKAGE_WARNING`` the scores measure memorisation). ``test_changes`` scores only positions where the
+next action differs from the current one (copying the last action gets the rest right).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
+import math
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from perfspec.errors import InputError
 from perfspec.fileio import write_json_atomic, write_text_atomic
-from perfspec.learn.baselines import KS, MostFrequent, choose_ngram, topk_accuracy
-from perfspec.learn.dataset import Dataset
+from perfspec.learn.bundle import BUNDLE_NAME, read_bundle
+from perfspec.learn.dataset import LEAKAGE_WARNING, Dataset, leakage
+from perfspec.learn.scoring import CURVE_K, KS, coverage_curve, target_ranks, topk_from_ranks
+from perfspec.learn.selection import ModelScores, beyond_noise, compare
+from perfspec.settings import SelectionSettings
 
-MODELS = ("lstm", "ngram", "most_frequent")
-CURVE_K = 10
 CONFUSED_PAIRS = 20
+REFERENCE = "ngram"
 
 
-def lstm_scores(model: Any, x: np.ndarray) -> np.ndarray:
-    """Batch probabilities from the Keras model (batch inference; the 1-window path is in predict.py)."""
-    if len(x) == 0:
-        return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
-    return np.asarray(model.predict(x, batch_size=1024, verbose=0))
-
-
-def model_scores(dataset: Dataset, model: Any) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-    """Score matrices per split (val, test) per model, plus how the n-gram was chosen."""
-    vocab_size = len(dataset.vocab)
-    train_seqs = dataset.sequences("train")
-    x_val, y_val = dataset.windows("val")
-    ngram, by_order = choose_ngram(train_seqs, x_val, y_val, vocab_size, max_order=dataset.window + 1)
-    most_frequent = MostFrequent(vocab_size).fit(train_seqs)
-    scores: dict[str, dict[str, np.ndarray]] = {}
-    for split in ("val", "test"):
-        x, _ = dataset.windows(split)
-        scores[split] = {
-            "lstm": lstm_scores(model, x),
-            "ngram": ngram.scores(x),
-            "most_frequent": most_frequent.scores(x),
-        }
-    info = {"order": ngram.order, "alpha": ngram.alpha, "val_top1_by_order": by_order}
-    return scores, info
-
-
-def evaluate(dataset: Dataset, run_dir: Path) -> dict:
-    """Score the run's ``model.keras`` and the baselines; write ``metrics.json``, CSVs and ``plots/``."""
-    import keras
-
+def write_report(
+    dataset: Dataset, run_dir: Path, scores: Mapping[str, ModelScores], selection: SelectionSettings
+) -> dict[str, Any]:
+    """Everything a person or a script reads about the experiment; returns what ``metrics.json`` holds."""
     from perfspec.learn import plots
 
     run_dir = Path(run_dir)
-    model_file = run_dir / "model.keras"
-    if not model_file.is_file():
-        raise InputError(f"no trained model in {run_dir}", hint="run `perfspec train` first")
-    model = keras.models.load_model(model_file, compile=False)
-    if model.output_shape[-1] != len(dataset.vocab) or model.input_shape[-1] != dataset.window:
-        raise InputError(f"the model in {run_dir} was not trained on this dataset (vocabulary/window differ)")
-
-    scores, ngram_info = model_scores(dataset, model)
     x_test, y_test = dataset.windows("test")
     changes = y_test != x_test[:, -1]
-    _x_val, y_val = dataset.windows("val")
-
-    metrics: dict[str, Any] = {
-        "dataset_fingerprint": dataset.fingerprint,
-        "split": dataset.summary(),
-        "test": {m: topk_accuracy(scores["test"][m], y_test, KS) for m in MODELS},
-        "test_changes": {m: topk_accuracy(scores["test"][m][changes], y_test[changes], KS) for m in MODELS},
-        "val": {m: topk_accuracy(scores["val"][m], y_val, KS) for m in MODELS},
-        "counts": {"test": len(y_test), "test_changes": int(changes.sum()), "val": len(y_val)},
-        "ngram": ngram_info,
-    }
-    history = _read_history(run_dir)
-    metrics["lstm"] = {"best_epoch": history.get("best_epoch"), "epochs": history.get("epochs")}
-    baselines = [m for m in MODELS if m != "lstm"]
-    best = max(baselines, key=lambda m: (metrics["test"][m]["top1"], metrics["test"][m]["top5"]))
-    metrics["best_baseline"] = best
-    metrics["lstm_vs_best_baseline"] = {
-        f"top{k}": round(metrics["test"]["lstm"][f"top{k}"] - metrics["test"][best][f"top{k}"], 6) for k in KS
-    }
-    metrics["lstm_at_least_best_baseline"] = all(
-        metrics["test"]["lstm"][f"top{k}"] >= metrics["test"][best][f"top{k}"] for k in (1, 5)
-    )
-
-    rows = per_action_table(dataset, scores["test"], y_test)
-    write_text_atomic(run_dir / "per_action.csv", _csv(rows))
-    pairs = confused_pairs(dataset, scores["test"]["lstm"], y_test)
-    metrics["confused_pairs"] = pairs
-    write_text_atomic(run_dir / "confused_pairs.csv", _csv(pairs))
-
-    plot_dir = run_dir / "plots"
-    curves = {
-        f"test ({len(y_test)} windows)": _curves(scores["test"], y_test),
-        f"test, next != current ({int(changes.sum())})": _curves(
-            {m: s[changes] for m, s in scores["test"].items()}, y_test[changes]
+    target = f"top{selection.target_k}"
+    compared = compare(scores, REFERENCE, selection.target_k)
+    candidate = compared["candidate"]
+    if not compared["cv"]:  # no CV: the candidate is chosen on validation
+        candidate = _best_on_validation(dataset, run_dir, scores, selection.target_k)
+    test = {name: topk_from_ranks(s.test_ranks, KS) for name, s in scores.items() if s.test_ranks is not None}
+    leaks = leakage(dataset)
+    paired = compared["paired"].get(candidate, {}).get(target)
+    verdict = {
+        "candidate": candidate,
+        "reference": REFERENCE,
+        "metric": target,
+        "cv_paired_difference": paired,
+        "beats_reference_beyond_noise": bool(
+            paired and beyond_noise(paired, selection.promotion_standard_errors)
         ),
     }
+    metrics: dict[str, Any] = {
+        "dataset_fingerprint": dataset.fingerprint,
+        "dataset": {
+            "actions": len(dataset.ids),
+            "original_actions": dataset.original_actions or len(dataset.ids),
+            "repeats_removed": dataset.repeats_removed,
+            "repeats": [r.to_dict() for r in dataset.repeats],
+            "vocab_size": len(dataset.vocab),
+            "source": dataset.source,
+        },
+        "split": dataset.summary(),
+        "leakage": {**leaks, "warning": max(leaks.values()) > LEAKAGE_WARNING},
+        "test": test,
+        "test_changes": {
+            name: topk_from_ranks(s.test_ranks[changes], KS)
+            for name, s in scores.items()
+            if s.test_ranks is not None
+        },
+        "coverage": {
+            name: coverage_curve(s.test_ranks) for name, s in scores.items() if s.test_ranks is not None
+        },
+        "cv": {name: summary for name, summary in compared["cv"].items()},
+        "cv_folds": selection.cv_folds,
+        "cv_paired": compared["paired"],
+        "champion_candidate": candidate,
+        "target_metric": target,
+        "verdict": verdict,
+        "models": {name: {"family": s.family, **s.info} for name, s in scores.items()},
+        "counts": {
+            "test": len(y_test),
+            "test_changes": int(changes.sum()),
+            "val": len(dataset.windows("val")[1]),
+        },
+    }
+    probabilities = {name: _test_probabilities(run_dir, name, x_test) for name in scores}
+    rows = per_action_table(dataset, probabilities, y_test)
+    write_text_atomic(run_dir / "per_action.csv", _csv(rows))
+    pairs = confused_pairs(dataset, probabilities[candidate], y_test)
+    metrics["confused_pairs"] = pairs
+    write_text_atomic(run_dir / "confused_pairs.csv", _csv(pairs))
+    write_text_atomic(run_dir / "coverage.csv", _csv(_coverage_rows(metrics["coverage"])))
+    write_text_atomic(run_dir / "cv.csv", _csv(_cv_rows(scores)))
+
+    plot_dir = run_dir / "plots"
     written = [
-        plots.topk_curves(curves, plot_dir / "topk.png"),
-        plots.per_action_accuracy(rows, MODELS, plot_dir / "per_action_accuracy.png"),
+        plots.coverage_curves(metrics["coverage"], len(y_test), candidate, plot_dir / "coverage.png"),
+        plots.cv_comparison(compared["cv"], target, candidate, plot_dir / "cv.png")
+        if compared["cv"]
+        else None,
+        plots.per_action_accuracy(rows, list(probabilities), plot_dir / "per_action_accuracy.png"),
     ]
-    if history.get("loss"):
+    history = _history(run_dir, scores, candidate)
+    if history is not None:
+        name, data = history
         written.append(
-            plots.learning_curves(history, history.get("best_epoch") or 0, plot_dir / "learning_curves.png")
+            plots.learning_curves(data, data.get("best_epoch") or 0, plot_dir / "learning_curves.png", name)
         )
     metrics["files"] = sorted(
         str(p.relative_to(run_dir))
-        for p in [*written, run_dir / "per_action.csv", run_dir / "confused_pairs.csv"]
+        for p in [*(w for w in written if w is not None)]
+        + [run_dir / n for n in ("per_action.csv", "confused_pairs.csv", "coverage.csv", "cv.csv")]
     )
-    write_json_atomic(run_dir / "metrics.json", metrics)
-    return metrics
+    write_json_atomic(run_dir / "metrics.json", _finite(metrics))
+    return _finite(metrics)
 
 
-def per_action_table(dataset: Dataset, scores: dict[str, np.ndarray], y: np.ndarray) -> list[dict[str, Any]]:
-    """Per true action: support, LSTM top-1 precision/recall/F1 and each model's top-1 recall."""
+def _best_on_validation(
+    dataset: Dataset, run_dir: Path, scores: Mapping[str, ModelScores], target_k: int
+) -> str:
+    x, y = dataset.windows("val")
+    values = {
+        name: float(np.mean(target_ranks(_test_probabilities(run_dir, name, x), y) < target_k))
+        for name in scores
+    }
+    return max(values, key=lambda n: values[n])
+
+
+def _test_probabilities(run_dir: Path, name: str, x: np.ndarray) -> np.ndarray:
+    scorer, _vocab, _info = read_bundle(Path(run_dir) / "models" / name / BUNDLE_NAME)
+    return scorer.probabilities(x)
+
+
+def _history(run_dir: Path, scores: Mapping[str, ModelScores], candidate: str) -> tuple[str, dict] | None:
+    """The learning curves to plot: the candidate's if neural, else the first neural model's."""
+    import json
+
+    order = [candidate, *(n for n in scores if n != candidate)]
+    for name in order:
+        config = scores[name].info.get("config", {})
+        neural = config.get("params", {}).get("neural") if scores[name].family == "mixture" else name
+        path = Path(run_dir) / "models" / str(neural) / "history.json"
+        if neural and path.is_file():
+            return str(neural), json.loads(path.read_text())
+    return None
+
+
+def per_action_table(
+    dataset: Dataset, probabilities: Mapping[str, np.ndarray], y: np.ndarray
+) -> list[dict[str, Any]]:
+    """Per true action with test support: each model's top-1 and top-5 recall."""
     vocab_size = len(dataset.vocab)
     support = np.bincount(y, minlength=vocab_size)
-    top1 = {m: np.argmax(s, axis=1) if len(s) else np.zeros(0, int) for m, s in scores.items()}
+    ranks = {m: target_ranks(p, y) for m, p in probabilities.items()}
     rows = []
     for action_id in np.argsort(-support, kind="stable"):
-        predicted = int(np.sum(top1["lstm"] == action_id))
-        if support[action_id] == 0 and predicted == 0:
+        if support[action_id] == 0:
             continue
         is_true = y == action_id
-        hits = int(np.sum(top1["lstm"][is_true] == action_id))
-        precision = hits / predicted if predicted else 0.0
-        recall = hits / support[action_id] if support[action_id] else 0.0
-        row: dict[str, Any] = {
-            "action": dataset.vocab.tokens[action_id],
-            "support": int(support[action_id]),
-            "lstm_predicted": predicted,
-            "lstm_precision": round(precision, 4),
-            "lstm_recall": round(recall, 4),
-            "lstm_f1": round(2 * precision * recall / (precision + recall), 4) if precision + recall else 0.0,
-        }
-        for model in MODELS[1:]:
-            model_hits = int(np.sum(top1[model][is_true] == action_id))
-            row[f"{model}_recall"] = round(model_hits / support[action_id], 4) if support[action_id] else 0.0
+        row: dict[str, Any] = {"action": dataset.vocab.tokens[action_id], "support": int(support[action_id])}
+        for model, r in ranks.items():
+            row[f"{model}_recall"] = round(float(np.mean(r[is_true] < 1)), 4)
+            row[f"{model}_top5"] = round(float(np.mean(r[is_true] < 5)), 4)
         rows.append(row)
     return rows
 
 
 def confused_pairs(dataset: Dataset, scores: np.ndarray, y: np.ndarray) -> list[dict[str, Any]]:
-    """The most frequent (actual, predicted) top-1 mistakes of the LSTM."""
+    """The most frequent (actual, predicted) top-1 mistakes of a model."""
     if len(y) == 0:
         return []
-    predicted = np.argmax(scores, axis=1)
+    masked = np.array(scores, copy=True)
+    masked[:, 0] = -np.inf
+    predicted = np.argmax(masked, axis=1)
     wrong = predicted != y
     counts = Counter(zip(y[wrong].tolist(), predicted[wrong].tolist(), strict=True))
     tokens = dataset.vocab.tokens
@@ -164,18 +188,27 @@ def confused_pairs(dataset: Dataset, scores: np.ndarray, y: np.ndarray) -> list[
     ]
 
 
-def _curves(scores: dict[str, np.ndarray], y: np.ndarray) -> dict[str, list[float]]:
-    from perfspec.learn.baselines import topk_hits
-
-    return {
-        m: [float(topk_hits(s, y, k).mean()) if len(y) else 0.0 for k in range(1, CURVE_K + 1)]
-        for m, s in scores.items()
-    }
+def _coverage_rows(coverage: Mapping[str, list[float]]) -> list[dict[str, Any]]:
+    return [{"k": k, **{m: round(v[k - 1], 6) for m, v in coverage.items()}} for k in range(1, CURVE_K + 1)]
 
 
-def _read_history(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "history.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+def _cv_rows(scores: Mapping[str, ModelScores]) -> list[dict[str, Any]]:
+    rows = []
+    for name, s in scores.items():
+        for fold, values in enumerate(s.fold_topk(KS)):
+            rows.append({"model": name, "fold": fold, **{k: round(v, 6) for k, v in values.items()}})
+    return rows
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: undefined numbers (a standard error of one fold) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:

@@ -24,7 +24,9 @@ def _save(plt, fig, target: Path) -> Path:
     return target
 
 
-def learning_curves(history: Mapping[str, Sequence[float]], best_epoch: int, target: Path) -> Path:
+def learning_curves(
+    history: Mapping[str, Sequence[float]], best_epoch: int, target: Path, name: str = "model"
+) -> Path:
     """Loss and accuracy per epoch, train vs validation, with the kept (best-validation) epoch marked."""
     plt, fig = _figure(10, 4)
     epochs = range(1, len(history.get("loss", [])) + 1)
@@ -40,34 +42,62 @@ def learning_curves(history: Mapping[str, Sequence[float]], best_epoch: int, tar
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("LSTM learning curves")
+    fig.suptitle(f"Learning curves: {name} (hold-out training)")
     return _save(plt, fig, target)
 
 
-def topk_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], target: Path) -> Path:
-    """Top-k accuracy for k=1..K of every model side by side; one column per evaluation set.
+def coverage_curves(
+    coverage: Mapping[str, Sequence[float]], windows: int, candidate: str, target: Path
+) -> Path:
+    """Share of next actions inside the top k (k = 1..20) per model on the hold-out: the runtime's metric."""
+    plt, fig = _figure(9, 5.5)
+    ax = fig.add_subplot(1, 1, 1)
+    styles = ["-", "--", ":", "-."]
+    for number, (model, values) in enumerate(sorted(coverage.items(), key=lambda mv: -mv[1][4])):
+        ks = range(1, len(values) + 1)
+        bold = model == candidate
+        label = f"{model} (candidate)" if bold else model
+        ax.plot(
+            ks,
+            values,
+            linestyle=styles[number % len(styles)],
+            marker="o" if bold else ".",
+            linewidth=2.4 if bold else 1.2,
+            markersize=4,
+            label=f"{label}: top-5 {values[4]:.3f}",
+        )
+    ax.set_xlabel("k = candidate actions precomputed per step")
+    ax.set_ylabel("share of next actions in the top k")
+    ax.set_xticks(range(1, 21))
+    ax.set_ylim(0, 1.0)
+    ax.set_title(f"Coverage on the chronological hold-out ({windows} windows)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(plt, fig, target)
 
-    The second row zooms on the strong models (all but the weakest), whose curves nearly touch 1.0.
-    """
-    plt, fig = _figure(5 * len(curves), 7.5)
-    styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-.")]
-    for index, (panel, models) in enumerate(curves.items()):
-        weakest = min(models, key=lambda m: models[m][0] if models[m] else 0.0)
-        strong = {m: v for m, v in models.items() if m != weakest} or dict(models)
-        floor = min((min(v) for v in strong.values() if len(v)), default=0.0)
-        for row, shown, title in ((0, models, panel), (1, strong, f"{panel}, zoom")):
-            ax = fig.add_subplot(2, len(curves), row * len(curves) + index + 1)
-            for number, (model, values) in enumerate(shown.items()):
-                marker, line = styles[number % len(styles)]
-                ks = range(1, len(values) + 1)
-                ax.plot(ks, values, marker=marker, linestyle=line, markersize=4, label=model)
-            ax.set_xlabel("k")
-            ax.set_ylabel("top-k accuracy")
-            ax.set_ylim((0, 1.02) if row == 0 else (max(0.0, floor - 0.01), 1.001))
-            ax.set_title(title, fontsize=10)
-            ax.grid(alpha=0.3)
-            ax.legend(loc="lower right")
-    fig.tight_layout()
+
+def cv_comparison(
+    cv: Mapping[str, Mapping[str, Mapping[str, object]]], metric: str, candidate: str, target: Path
+) -> Path:
+    """CV mean +- std of ``metric`` per model, each fold as a dot: is a gap bigger than the noise?"""
+    names = sorted(cv, key=lambda n: float(cv[n][metric]["mean"]))  # type: ignore[arg-type]
+    plt, fig = _figure(9, max(3.0, 0.45 * len(names) + 1.5))
+    ax = fig.add_subplot(1, 1, 1)
+    for row, name in enumerate(names):
+        stats = cv[name][metric]
+        mean, std = float(stats["mean"]), float(stats["std"])  # type: ignore[arg-type]
+        folds = [float(v) for v in stats["folds"]]  # type: ignore[union-attr]
+        color = "tab:red" if name == candidate else "tab:blue"
+        ax.errorbar(mean, row, xerr=std, fmt="o", color=color, capsize=4)
+        ax.scatter(folds, [row] * len(folds), color=color, alpha=0.35, s=14)
+        ax.annotate(
+            f"{mean:.3f}", (mean, row), textcoords="offset points", xytext=(0, 7), fontsize=7, ha="center"
+        )
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels([f"{n} (candidate)" if n == candidate else n for n in names], fontsize=8)
+    ax.set_xlabel(f"{metric} per fold (dots), mean +- std (bar)")
+    ax.set_title(f"Blocked cross-validation: {metric}")
+    ax.grid(axis="x", alpha=0.3)
     return _save(plt, fig, target)
 
 
@@ -87,8 +117,8 @@ def per_action_accuracy(
         ax.barh(positions + index * height, values, height=height, label=model)
     ax.set_yticks(positions + height * (len(models) - 1) / 2)
     ax.set_yticklabels([f"{row['action']} (n={row['support']})" for row in shown], fontsize=7)
+    ax.set_xlim(-0.02, 1)  # a recall of 0 still shows as a tick at 0
     ax.invert_yaxis()
-    ax.set_xlim(0, 1)
     ax.set_xlabel("top-1 recall on the test split")
     ax.set_title(f"Per-action accuracy ({len(shown)} most frequent test actions)")
     ax.grid(axis="x", alpha=0.3)

@@ -1,84 +1,51 @@
-"""MLflow: one run per training, the model registry, and the ``@champion`` promotion rule.
+"""MLflow: one run per experiment (a sweep: a parent run and one child per configuration).
 
-Why a rule instead of "latest wins": a nightly retrain must not replace a good model with a worse
-one. A new version becomes champion only if its test top-1 beats the champion's by
-``promotion_margin``. Top-1 on different test data is not comparable, so when the champion was
-trained on another dataset (fingerprint differs) it is re-evaluated on the challenger's test windows
-(shipped with the run as the ``dataset/`` artifact) through the same ``Predictor`` and the two are
-compared there. If that re-evaluation is impossible the champion is kept. Every decision is logged
-as the run tag ``champion_decision`` (``promoted``/``kept``) with the reason in ``champion_reason``.
+Why these names and metrics: a person compares runs in the MLflow UI. Runs are named for what they are
+(``mixture-gru-128x1-e64-d0.5 · 10,821 actions``) and carry a description (``mlflow.note.content``).
+Headline metrics sort together under short names (``top5``, ``top5_ngram``, ``cv_top5_mean``,
+``cv_top5_gain``, ``leakage_test``); every model's hold-out scores are ``test_<model>_top<k>``, its CV
+mean/std ``cv_<model>_top5_mean``/``_std`` and its coverage curve ``coverage_<model>`` (step = k). The
+neural model's per-epoch curves are ``epoch_loss``... (step = epoch); the final ``loss``/``val_*`` are
+those of the kept epoch, not the last. The model is an MLflow pyfunc over ``predictor.npz`` (any family,
+no TensorFlow needed to serve it).
 
-Why idempotent: ``perfspec train`` and the nightly pipeline re-run on unchanged data, and Prefect
-retries ``log-run``/``promote-model``. ``log_run`` records its run in ``<run_dir>/mlflow.json`` and
-returns that run again while it still exists (FINISHED) and the training it logged is unchanged; a
-failed attempt deletes its half-logged run. ``register_and_promote`` reuses the version already
-registered for a run id and, once decided, returns the decision recorded on that version.
+Why idempotent: ``log_run`` records its run in ``<run_dir>/mlflow.json`` and returns that run again
+while it exists (FINISHED) and the results it logged are unchanged; a failed attempt deletes its run.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import json
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from perfspec.errors import EnvironmentProblem, InputError
+from perfspec.errors import EnvironmentProblem
 from perfspec.fileio import sha256_files, write_json_atomic
+from perfspec.learn.bundle import BUNDLE_NAME
 from perfspec.learn.dataset import Dataset
-from perfspec.learn.predict import BUNDLE_NAME, export_bundle
-from perfspec.learn.vocab import Vocabulary
+from perfspec.learn.promotion import RUN_RECORD, TAG_FINGERPRINT, TAG_MODEL_URI, read_run_record
 from perfspec.mlflow_store import use_store
 from perfspec.settings import Settings
 
 MODEL_ARTIFACT = "model"
-TAG_FINGERPRINT = "dataset_fingerprint"
-TAG_DECISION = "champion_decision"
-TAG_REASON = "champion_reason"
-TAG_MODEL_URI = "perfspec.model_uri"
-TAG_TOP1 = "test_lstm_top1"
-TAG_DECISION_RECORD = "perfspec.decision"  # the PromotionDecision as JSON, on the model version
-RUN_RECORD = "mlflow.json"  # in the run dir: run id, store, training digest, registered version
-
-
-@dataclass(frozen=True)
-class PromotionDecision:
-    """Outcome of ``register_and_promote`` (also logged as tags on the run and the model version)."""
-
-    registered_model: str
-    version: str
-    promoted: bool
-    reason: str
-    challenger_top1: float
-    champion_version: str | None = None
-    champion_top1: float | None = None
-    same_dataset: bool | None = None
-    replayed: bool = False  # this run was decided earlier (a re-run or retry): nothing moved now
-    current_champion: str | None = None  # on a replay: the version @champion points at today
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def describe(self) -> str:
-        """One line for people; a replay says so instead of announcing an old promotion as news."""
-        verdict = "promoted to @champion" if self.promoted else "not promoted (champion kept)"
-        if not self.replayed:
-            return f"v{self.version} {verdict}"
-        now = f"@champion is v{self.current_champion}" if self.current_champion else "no @champion now"
-        return f"v{self.version} was {verdict} when first logged (nothing changed now; {now})"
+TAG_CANDIDATE = "champion_candidate"
+HEADLINE_K = (1, 5, 10)
+REGISTERED_MODEL_DESCRIPTION = (
+    "PerfSPEC next-action predictor: given the last W Kubernetes API actions (verb_resource), the "
+    "most likely next ones, so that their policy verification is computed before they arrive. Each "
+    "version is the CV-chosen candidate of one experiment (any family: n-gram, LSTM, GRU, Transformer, "
+    "mixture); @champion moves only when a challenger beats it beyond noise on paired test blocks."
+)
 
 
 def configure(settings: Settings) -> str:
-    """Point MLflow at the configured store and make sure the experiment exists; returns its id.
-
-    With the embedded SQLite store the experiment's artifacts go to ``<data_dir>/mlflow/artifacts``.
-    """
+    """Point MLflow at the configured store and make sure the experiment exists; returns its id."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -94,7 +61,14 @@ def configure(settings: Settings) -> str:
         if experiment is None:
             location = settings.mlflow_artifact_location if uri.startswith(("sqlite:", "file:")) else None
             try:
-                experiment_id = client.create_experiment(name, artifact_location=location)
+                experiment_id = client.create_experiment(
+                    name,
+                    artifact_location=location,
+                    tags={
+                        "mlflow.note.content": "PerfSPEC learning phase: next-action models, one run "
+                        "per experiment (sweeps: a parent run with one child per configuration)."
+                    },
+                )
             except MlflowException:  # created concurrently by another process
                 experiment_id = client.get_experiment_by_name(name).experiment_id
         else:
@@ -105,50 +79,49 @@ def configure(settings: Settings) -> str:
     return experiment_id
 
 
-class _KerasFlavor:
-    """``mlflow.keras`` whose ``save_model`` first creates its directory and adds ``predictor.npz``.
-
-    Why: in MLflow 3.17 ``mlflow.keras.save_model`` writes ``input_example.json`` before it creates the
-    model directory, so ``mlflow.keras.log_model(..., input_example=...)`` fails with FileNotFoundError.
-    With ``perfspec_vocab`` the TensorFlow-free inference bundle (``perfspec.learn.predict``) is written next
-    to ``MLmodel``, so ``Predictor.load("models:/...")`` downloads only that file.
-    """
-
-    @staticmethod
-    def save_model(path: str, perfspec_vocab: Vocabulary | None = None, **kwargs: Any) -> None:
-        import os
-
-        import mlflow.keras
-
-        os.makedirs(path, exist_ok=True)
-        mlflow.keras.save_model(path=path, **kwargs)
-        if perfspec_vocab is not None:
-            export_bundle(kwargs["model"], perfspec_vocab, Path(path) / BUNDLE_NAME)
+def experiment_link(settings: Settings, experiment_id: str, ui_url: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI page with the experiment's runs table (not MLflow 3's GenAI overview)."""
+    uri = settings.mlflow_tracking_uri
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else ui_url
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
-def pip_requirements() -> list[str]:
-    """Explicit requirements: inferring them would import-trace the model (~7 s per log)."""
-    import keras
-    import tensorflow as tf
+class PredictorModel:
+    """An MLflow pyfunc over ``predictor.npz``: rows of W action names -> the top-5 next actions."""
 
-    return [f"tensorflow-cpu=={tf.__version__}", f"keras=={keras.__version__}", f"numpy=={np.__version__}"]
+    def load_context(self, context: Any) -> None:
+        from perfspec.learn.predict import Predictor
+
+        self.predictor = Predictor.from_bundle(Path(context.artifacts["predictor"]))
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+        import pandas as pd
+
+        k = int((params or {}).get("k", 5))
+        rows = model_input.values.tolist() if hasattr(model_input, "values") else list(model_input)
+        out = []
+        for row in rows:
+            prediction = self.predictor.predict([str(a) for a in row if a], k)
+            record: dict[str, Any] = {}
+            for rank, (action, probability) in enumerate(prediction.actions, start=1):
+                record[f"action_{rank}"], record[f"probability_{rank}"] = action, probability
+            out.append(record)
+        return pd.DataFrame(out)
 
 
-def training_digest(run_dir: Path) -> str:
-    """Identifies the training a run dir holds (a resume with more epochs changes it)."""
-    return sha256_files([Path(run_dir) / "model.keras", Path(run_dir) / "history.json"])
+def _pyfunc_class() -> type:
+    import mlflow.pyfunc
+
+    return type("PerfspecPredictor", (PredictorModel, mlflow.pyfunc.PythonModel), {"__module__": __name__})
 
 
-def read_run_record(run_dir: Path) -> dict[str, Any]:
-    try:
-        record = json.loads((Path(run_dir) / RUN_RECORD).read_text())
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
+def results_digest(run_dir: Path) -> str:
+    """Identifies the results a run dir holds (a re-run that changes anything changes it)."""
+    return sha256_files([Path(run_dir) / BUNDLE_NAME, Path(run_dir) / "metrics.json"])
 
 
 def logged_run(settings: Settings, run_dir: Path) -> str | None:
-    """The run id recorded for this run dir, if it is in this store, FINISHED, and logged this training."""
+    """The run id recorded for this run dir, if it is in this store, FINISHED, and logged these results."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -157,7 +130,7 @@ def logged_run(settings: Settings, run_dir: Path) -> str | None:
     if not run_id or record.get("tracking_uri") != settings.mlflow_tracking_uri:
         return None
     try:
-        if record.get("training") != training_digest(run_dir):
+        if record.get("results") != results_digest(run_dir):
             return None
         run = mlflow.MlflowClient().get_run(run_id)
     except (MlflowException, OSError):
@@ -167,71 +140,221 @@ def logged_run(settings: Settings, run_dir: Path) -> str | None:
     return str(run_id)
 
 
-def log_run(settings: Settings, dataset: Dataset, run_dir: Path, metrics: dict) -> str:
-    """Log one finished training (``run_dir`` from ``train`` + ``evaluate``) as an MLflow run.
+def run_title(metrics: dict[str, Any], label: str | None = None) -> str:
+    """``<candidate> · 10,821 actions`` (or ``label · ...``): what a person reads in the runs table."""
+    actions = metrics["dataset"]["actions"]
+    return f"{label or metrics['champion_candidate']} · {actions:,} actions"
 
-    Once per training: returns the run recorded in ``<run_dir>/mlflow.json`` when ``logged_run``
-    accepts it. A failure part-way deletes the new run, so a retry leaves no FAILED run behind.
+
+def run_description(metrics: dict[str, Any]) -> str:
+    """Markdown for the run page: data, leakage, the comparison and its verdict."""
+    data, leak, verdict = metrics["dataset"], metrics["leakage"], metrics["verdict"]
+    target = metrics["target_metric"]
+    lines = [
+        f"**Data**: {data['actions']:,} actions ({data['original_actions']:,} read, "
+        f"{data['repeats_removed']:,} removed as verbatim repeats), vocabulary {data['vocab_size']}, "
+        f"source `{data['source']}`.",
+        f"**Leakage** (windows found verbatim in training): val {leak['val']:.3f}, test {leak['test']:.3f}"
+        + (" — **scores measure memorisation**" if leak.get("warning") else "")
+        + ".",
+        f"**Candidate**: `{metrics['champion_candidate']}` (best CV mean {target}, "
+        f"{metrics['cv_folds']} blocked folds).",
+    ]
+    paired = verdict.get("cv_paired_difference")
+    if paired and paired.get("se") is not None:
+        beyond = "beyond" if verdict["beats_reference_beyond_noise"] else "not beyond"
+        lines.append(
+            f"**vs n-gram** (paired CV {target}): {paired['mean']:+.4f} ± {paired['se']:.4f} (SE), "
+            f"{beyond} noise."
+        )
+    table = ["| model | hold-out top-1 | top-5 | top-10 | CV top-5 |", "|---|---|---|---|---|"]
+    for name, scores in sorted(metrics["test"].items(), key=lambda kv: -kv[1]["top5"]):
+        cv = metrics["cv"].get(name, {}).get("top5")
+        cv_text = f"{cv['mean']:.4f} ± {cv['std']:.4f}" if cv else "—"
+        table.append(
+            f"| {name} | {scores['top1']:.4f} | {scores['top5']:.4f} | {scores['top10']:.4f} | {cv_text} |"
+        )
+    return "\n\n".join(lines) + "\n\n" + "\n".join(table)
+
+
+def headline_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The few numbers a person picks once in the runs table (short names that sort together)."""
+    candidate = metrics["champion_candidate"]
+    out: dict[str, float] = {}
+    for k in HEADLINE_K:
+        out[f"top{k}"] = metrics["test"][candidate][f"top{k}"]
+        if "ngram" in metrics["test"]:
+            out[f"top{k}_ngram"] = metrics["test"]["ngram"][f"top{k}"]
+    out["leakage_test"] = metrics["leakage"]["test"]
+    out["leakage_val"] = metrics["leakage"]["val"]
+    cv = metrics["cv"].get(candidate, {}).get("top5")
+    if cv:
+        out["cv_top5_mean"], out["cv_top5_std"] = cv["mean"], cv["std"]
+    paired = metrics["cv_paired"].get(candidate, {}).get("top5")
+    if paired and paired.get("se") is not None:
+        out["cv_top5_gain"], out["cv_top5_gain_se"] = paired["mean"], paired["se"]
+    out["actions"] = metrics["dataset"]["actions"]
+    out["repeats_removed"] = metrics["dataset"]["repeats_removed"]
+    return out
+
+
+def log_run(
+    settings: Settings,
+    dataset: Dataset,
+    run_dir: Path,
+    metrics: dict,
+    *,
+    parent_run_id: str | None = None,
+    title: str | None = None,
+    log_model: bool = True,
+    extra_tags: dict[str, str] | None = None,
+) -> str:
+    """Log one finished experiment (``run_dir`` from ``perfspec.learn.experiment``) as an MLflow run.
+
+    Child runs of a sweep pass ``parent_run_id`` (never through MLflow's global active run, so a
+    sweep's children can be logged from any thread or task).
     """
     import mlflow
 
     run_dir = Path(run_dir)
-    configure(settings)
+    experiment_id = configure(settings)
     existing = logged_run(settings, run_dir)
     if existing is not None:
         return existing
-    run = mlflow.start_run(run_name=run_dir.name)
+    client = mlflow.MlflowClient()
+    tags = {"mlflow.note.content": run_description(metrics), **(extra_tags or {})}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment_id, run_name=title or run_title(metrics), tags=tags)
     run_id = run.info.run_id
     try:
-        _log_contents(run, dataset, run_dir, metrics, settings)
+        _log_contents(client, run_id, dataset, run_dir, metrics, settings, log_model)
     except BaseException:
-        mlflow.end_run("FAILED")
+        client.set_terminated(run_id, "FAILED")
         with contextlib.suppress(Exception):
-            mlflow.MlflowClient().delete_run(run_id)
+            client.delete_run(run_id)
         raise
-    mlflow.end_run()
+    client.set_terminated(run_id)
     write_json_atomic(
         run_dir / RUN_RECORD,
         {
             "run_id": run_id,
             "tracking_uri": settings.mlflow_tracking_uri,
-            "experiment_id": run.info.experiment_id,
-            "training": training_digest(run_dir),
+            "experiment_id": experiment_id,
+            "results": results_digest(run_dir),
         },
     )
     return run_id
 
 
-def _log_contents(run: Any, dataset: Dataset, run_dir: Path, metrics: dict, settings: Settings) -> None:
-    """Params, tags, inputs, metrics, artifacts and the model, into the active ``run``."""
-    import keras
+def _log_contents(
+    client: Any,
+    run_id: str,
+    dataset: Dataset,
+    run_dir: Path,
+    metrics: dict,
+    settings: Settings,
+    log_model: bool,
+) -> None:
+    """Params, tags, inputs, metrics, artifacts and the model, into run ``run_id``."""
     import mlflow
-    from mlflow.entities import Metric
-    from mlflow.models import infer_signature
+    from mlflow.entities import Metric, Param, RunTag
 
-    run_id = run.info.run_id
-    history = (
-        json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").is_file() else {}
-    )
+    candidate = metrics["champion_candidate"]
     params = {f"dataset.{k}": v for k, v in settings.dataset.model_dump().items()}
-    params |= {f"train.{k}": v for k, v in settings.train.model_dump().items()}
-    params |= {"ngram.order": metrics.get("ngram", {}).get("order"), "vocab_size": len(dataset.vocab)}
-    mlflow.log_params(params)
-    mlflow.set_tags(
-        {
-            TAG_FINGERPRINT: dataset.fingerprint,
-            "dataset_source": dataset.source,
-            "run_dir": str(run_dir.resolve()),
-            TAG_TOP1: str(metrics["test"]["lstm"]["top1"]),
-        }
+    params |= {f"selection.{k}": v for k, v in settings.selection.model_dump().items()}
+    model_info = metrics["models"].get(candidate, {})
+    for key, value in (model_info.get("config", {}).get("params") or {}).items():
+        params[f"model.{key}"] = value
+    params |= {"candidate": candidate, "family": model_info.get("family"), "vocab_size": len(dataset.vocab)}
+    params["ngram.order"] = metrics["models"].get("ngram", {}).get("order")
+    tags = {
+        TAG_FINGERPRINT: dataset.fingerprint,
+        TAG_CANDIDATE: candidate,
+        "family": str(model_info.get("family")),
+        "dataset_source": dataset.source,
+        "run_dir": str(run_dir.resolve()),
+        "repeats_removed": str(metrics["dataset"]["repeats_removed"]),
+        "leakage_warning": str(metrics["leakage"]["warning"]).lower(),
+    }
+    timestamp = int(mlflow.MlflowClient().get_run(run_id).info.start_time or 0)
+    batch = [Metric(k, float(v), timestamp, 0) for k, v in headline_metrics(metrics).items()]
+    for section in ("test", "test_changes"):
+        for model, scores in metrics.get(section, {}).items():
+            batch += [Metric(f"{section}_{model}_{k}", float(v), timestamp, 0) for k, v in scores.items()]
+    for model, summary in metrics.get("cv", {}).items():
+        for stat in ("mean", "std"):
+            value = summary["top5"][stat]
+            if value is not None:
+                batch.append(Metric(f"cv_{model}_top5_{stat}", float(value), timestamp, 0))
+    for model, curve in metrics.get("coverage", {}).items():
+        batch += [Metric(f"coverage_{model}", float(v), timestamp, k) for k, v in enumerate(curve, start=1)]
+    batch += _epoch_metrics(run_dir, metrics, timestamp)
+    for start in range(0, len(batch), 900):
+        client.log_batch(run_id, metrics=batch[start : start + 900])
+    client.log_batch(
+        run_id,
+        params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+        tags=[RunTag(k, v) for k, v in tags.items()],
     )
-    x_train, y_train = dataset.windows("train")
-    x_test, y_test = dataset.windows("test")
-    # one input per split; MLflow keys inputs by digest, so each split gets its own
-    for context, split, (x, y) in (
-        ("training", "train", (x_train, y_train)),
-        ("testing", "test", (x_test, y_test)),
+    _log_inputs(run_id, dataset)
+
+    for name in (
+        "metrics.json",
+        "per_action.csv",
+        "confused_pairs.csv",
+        "coverage.csv",
+        "cv.csv",
+        "vocab.json",
     ):
+        if (run_dir / name).is_file():
+            client.log_artifact(run_id, str(run_dir / name))
+    if (run_dir / "plots").is_dir():
+        client.log_artifacts(run_id, str(run_dir / "plots"), artifact_path="plots")
+    with tempfile.TemporaryDirectory(prefix="perfspec-dataset-") as tmp:
+        client.log_artifacts(run_id, str(dataset.save(Path(tmp))), artifact_path="dataset")
+    if (run_dir / "model.keras").is_file():
+        client.log_artifact(run_id, str(run_dir / "model.keras"), artifact_path="keras")
+    if log_model and (run_dir / BUNDLE_NAME).is_file():
+        uri = _log_model(run_id, dataset, run_dir)
+        client.set_tag(run_id, TAG_MODEL_URI, uri)
+
+
+def _epoch_metrics(run_dir: Path, metrics: dict, timestamp: int) -> list[Any]:
+    """The kept neural model's curves (step = epoch) and its kept epoch's values as the final ones."""
+    from mlflow.entities import Metric
+
+    candidate = metrics["champion_candidate"]
+    info = metrics["models"].get(candidate, {})
+    neural = (
+        info.get("config", {}).get("params", {}).get("neural") if info.get("family") == "mixture" else None
+    )
+    names = [neural or candidate, *(n for n, m in metrics["models"].items() if "best_epoch" in m)]
+    for name in names:
+        path = run_dir / "models" / str(name) / "history.json"
+        if not path.is_file():
+            continue
+        history = json.loads(path.read_text())
+        best = int(history.get("best_epoch") or 0)
+        out = []
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            values = history.get(key, [])
+            out += [Metric(f"epoch_{key}", float(v), timestamp, e) for e, v in enumerate(values, start=1)]
+            if 0 < best <= len(values):
+                out.append(Metric(key, float(values[best - 1]), timestamp, best))
+        out.append(Metric("best_epoch", float(best), timestamp, 0))
+        return out
+    return []
+
+
+def _log_inputs(run_id: str, dataset: Dataset) -> None:
+    """The train and test windows as MLflow datasets (digest, source, size) for the Datasets column."""
+    import mlflow
+    from mlflow.entities import DatasetInput, InputTag
+
+    inputs = []
+    for context, split in (("training", "train"), ("testing", "test")):
+        x, y = dataset.windows(split)
         with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local file
             warnings.simplefilter("ignore", UserWarning)
             data = mlflow.data.from_numpy(
@@ -241,218 +364,49 @@ def _log_contents(run: Any, dataset: Dataset, run_dir: Path, metrics: dict, sett
                 name=f"actions-{dataset.fingerprint[:12]}-{split}",
                 digest=f"{dataset.fingerprint[:24]}-{split}",
             )
-        mlflow.log_input(data, context=context)
+        inputs.append(DatasetInput(data._to_mlflow_entity(), [InputTag("mlflow.data.context", context)]))
+    mlflow.MlflowClient().log_inputs(run_id, datasets=inputs)
 
-    timestamp = int(run.info.start_time or 0)
-    batch = [
-        Metric(key, float(value), timestamp, epoch)
-        for key in ("loss", "accuracy", "val_loss", "val_accuracy")
-        for epoch, value in enumerate(history.get(key, []), start=1)
-    ]
-    for section in ("test", "test_changes"):
-        for model, scores in metrics.get(section, {}).items():
-            for name, value in scores.items():
-                batch.append(Metric(f"{section}_{model}_{name}", float(value), timestamp, 0))
-    client = mlflow.MlflowClient()
-    for start in range(0, len(batch), 900):
-        client.log_batch(run_id, metrics=batch[start : start + 900])
-    if history.get("best_epoch"):
-        mlflow.log_metric("best_epoch", history["best_epoch"])
 
-    for name in ("history.json", "metrics.json", "per_action.csv", "confused_pairs.csv", "vocab.json"):
-        if (run_dir / name).is_file():
-            mlflow.log_artifact(str(run_dir / name))
-    if (run_dir / "plots").is_dir():
-        mlflow.log_artifacts(str(run_dir / "plots"), artifact_path="plots")
-    with tempfile.TemporaryDirectory(prefix="perfspec-dataset-") as tmp:
-        mlflow.log_artifacts(str(dataset.save(Path(tmp))), artifact_path="dataset")
+def _log_model(run_id: str, dataset: Dataset, run_dir: Path) -> str:
+    """The pyfunc over the candidate's ``predictor.npz``; returns its model URI."""
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
 
-    model = keras.models.load_model(run_dir / "model.keras", compile=False)
-    example = x_test[:2] if len(x_test) else x_train[:2]
-    signature = infer_signature(example, np.asarray(model(example, training=False)))
-    # MLflow checks the input example by running the model; keep Keras' progress bar off our stdout
-    with contextlib.redirect_stdout(io.StringIO()):
+    from perfspec.learn.predict import Predictor
+
+    predictor = Predictor.from_bundle(run_dir / BUNDLE_NAME)
+    x, _ = dataset.windows("test")
+    rows = [dataset.vocab.decode(row) for row in x[:2]]
+    example = pd.DataFrame(rows, columns=[f"a{i}" for i in range(dataset.window)])
+    model = _pyfunc_class()()
+    model.predictor = predictor
+    signature = infer_signature(example, model.predict(None, example))
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         info = mlflow.models.Model.log(
             artifact_path=None,
             name=MODEL_ARTIFACT,
-            flavor=_KerasFlavor,
-            flavor_name="mlflow.keras",
-            model=model,
+            flavor=mlflow.pyfunc,
+            python_model=_pyfunc_class()(),
+            artifacts={"predictor": str(run_dir / BUNDLE_NAME)},
             signature=signature,
             input_example=example,
-            pip_requirements=pip_requirements(),
-            perfspec_vocab=dataset.vocab,
+            pip_requirements=[f"numpy=={np.__version__}", f"pandas=={pd.__version__}"],
             metadata={
                 "vocab": dataset.vocab.to_json(),
                 "window": dataset.window,
                 TAG_FINGERPRINT: dataset.fingerprint,
+                "family": predictor.family,
             },
+            run_id=run_id,
         )
-    mlflow.set_tag(TAG_MODEL_URI, info.model_uri)
+    return info.model_uri
 
 
-def registered_version(client: Any, name: str, run_id: str) -> Any | None:
-    """The version of ``name`` already registered for ``run_id`` (the oldest, should there be more)."""
-    found = [
-        v
-        for v in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
-        if v.tags.get("run_id", run_id) == run_id  # not a version another run made of the same model
-    ]
-    return min(found, key=lambda v: int(v.version)) if found else None
-
-
-def register_and_promote(
-    settings: Settings, run_id: str, metrics: dict, run_dir: Path | None = None
-) -> PromotionDecision:
-    """Register the run's model as a new version; move ``@champion`` to it only if it wins.
-
-    Idempotent per run id: a version already registered for the run is reused, and a decision already
-    taken for it is returned as recorded. ``run_dir``: also note version and decision in its
-    ``mlflow.json``.
-    """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    configure(settings)
-    client = mlflow.MlflowClient()
-    name, alias, margin = (
-        settings.mlflow.registered_model,
-        settings.mlflow.champion_alias,
-        settings.mlflow.promotion_margin,
-    )
-    run = client.get_run(run_id)
-    fingerprint = run.data.tags.get(TAG_FINGERPRINT, "")
-    model_uri = run.data.tags.get(TAG_MODEL_URI) or f"runs:/{run_id}/{MODEL_ARTIFACT}"
-    challenger = float(metrics["test"]["lstm"]["top1"])
-    existing = registered_version(client, name, run_id)
-    if existing is not None and TAG_DECISION_RECORD in existing.tags:
-        recorded = PromotionDecision(**json.loads(existing.tags[TAG_DECISION_RECORD]))
-        _note_in_run_dir(run_dir, recorded)
-        try:
-            current = client.get_model_version_by_alias(name, settings.mlflow.champion_alias).version
-        except MlflowException:
-            current = None
-        return dataclasses.replace(recorded, replayed=True, current_champion=current)
-    if existing is not None:  # registered, but the attempt that did it failed before deciding
-        version = existing.version
-    else:
-        version = mlflow.register_model(
-            model_uri, name, tags={TAG_FINGERPRINT: fingerprint, TAG_TOP1: str(challenger), "run_id": run_id}
-        ).version
-
-    try:
-        champion = client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        champion = None
-    already = champion is not None and str(champion.version) == str(version)
-    if already:  # an earlier attempt moved the alias, then failed before recording its decision
-        champion = None
-
-    champion_top1: float | None = None
-    same: bool | None = None
-    if already:
-        promoted, reason = True, f"v{version} is already @{alias} (an earlier attempt promoted it)"
-    elif champion is None:
-        promoted, reason = True, f"no @{alias} yet"
-    else:
-        same = champion.tags.get(TAG_FINGERPRINT) == fingerprint
-        if same:
-            champion_top1 = float(champion.tags.get(TAG_TOP1, "nan"))
-            basis = "same dataset"
-        else:
-            champion_top1 = _reevaluate(settings, champion.version, run_id)
-            basis = "champion re-evaluated on the challenger's test split"
-        if champion_top1 is None or np.isnan(champion_top1):
-            promoted, reason = False, f"kept v{champion.version}: champion could not be scored on this data"
-        else:
-            promoted = challenger > champion_top1 + margin
-            verb = "beats" if promoted else "does not beat"
-            reason = (
-                f"v{version} top-1 {challenger:.4f} {verb} v{champion.version} {champion_top1:.4f}"
-                f" + margin {margin} ({basis})"
-            )
-    if promoted:
-        client.set_registered_model_alias(name, alias, version)
-    decision = "promoted" if promoted else "kept"
-    client.set_tag(run_id, TAG_DECISION, decision)
-    client.set_tag(run_id, TAG_REASON, reason)
-    client.set_model_version_tag(name, version, TAG_DECISION, decision)
-    outcome = PromotionDecision(
-        registered_model=name,
-        version=str(version),
-        promoted=promoted,
-        reason=reason,
-        challenger_top1=challenger,
-        champion_version=None if champion is None else str(champion.version),
-        champion_top1=champion_top1,
-        same_dataset=same,
-    )
-    # written last: its presence means the decision is complete
-    client.set_model_version_tag(name, version, TAG_DECISION_RECORD, json.dumps(outcome.to_dict()))
-    _note_in_run_dir(run_dir, outcome)
-    return outcome
-
-
-def _note_in_run_dir(run_dir: Path | None, decision: PromotionDecision) -> None:
-    """Add the registered version and the decision to ``<run_dir>/mlflow.json`` (if it is there)."""
-    if run_dir is None:
-        return
-    record = read_run_record(run_dir)
-    if record:
-        record |= {
-            "registered_model": decision.registered_model,
-            "version": decision.version,
-            "decision": decision.to_dict(),
-        }
-        write_json_atomic(Path(run_dir) / RUN_RECORD, record)
-
-
-def _reevaluate(settings: Settings, champion_version: str, run_id: str) -> float | None:
-    """Champion top-1 on the challenger run's test windows (names mapped through its own vocabulary)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from perfspec.learn.predict import Predictor
-
-    try:
-        with tempfile.TemporaryDirectory(prefix="perfspec-reeval-") as tmp:
-            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="dataset", dst_path=tmp)
-            dataset = Dataset.load(Path(local))
-        predictor = Predictor.load(
-            f"models:/{settings.mlflow.registered_model}/{champion_version}",
-            tracking_uri=settings.mlflow_tracking_uri,
-        )
-    except (MlflowException, InputError, OSError):
-        return None
-    windows, targets = names_of_test_windows(dataset, predictor.window)
-    if not targets:
-        return None
-    ids = np.stack([_encode_padded(predictor, row) for row in windows])
-    probs = predictor.probabilities_batch(ids)
-    truth = np.array([predictor.vocab.id_of(t) for t in targets])
-    return float(np.mean(np.argmax(probs, axis=1) == truth))
-
-
-def names_of_test_windows(dataset: Dataset, window: int) -> tuple[list[list[str]], list[str]]:
-    """The test part's targets with up to ``window`` preceding actions each, as action NAMES.
-
-    Same targets as ``dataset.windows("test")``; the history never reaches across the segment start.
-    Names (not the dataset's ids) so that another model sees actions outside this dataset's vocabulary
-    as they are, mapped through its own vocabulary, rather than as ``<unk>``.
-    """
-    windows: list[list[str]] = []
-    targets: list[str] = []
-    for start, end in dataset.segments["test"]:
-        names = dataset.names(start, end)
-        for pos in range(start + dataset.window, end):
-            windows.append(names[max(0, pos - start - window) : pos - start])
-            targets.append(names[pos - start])
-    return windows, targets
-
-
-def _encode_padded(predictor: Any, actions: list[str]) -> np.ndarray:
-    """Like ``Predictor.encode`` but never refuses an all-unknown window (it simply scores badly)."""
-    kept = actions[-predictor.window :]
-    ids = np.zeros(predictor.window, dtype=np.int32)
-    ids[predictor.window - len(kept) :] = [predictor.vocab.id_of(a) for a in kept]
-    return ids
+def describe_registered_model(client: Any, name: str) -> None:
+    """A description on the registered model (once), so the Models page says what it is."""
+    with contextlib.suppress(Exception):
+        if not client.get_registered_model(name).description:
+            client.update_registered_model(name, description=REGISTERED_MODEL_DESCRIPTION)

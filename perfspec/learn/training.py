@@ -27,8 +27,9 @@ import numpy as np
 
 from perfspec.errors import InputError
 from perfspec.fileio import atomic_path, write_json_atomic
+from perfspec.learn.bundle import BUNDLE_NAME, write_bundle
 from perfspec.learn.dataset import Dataset
-from perfspec.learn.predict import BUNDLE_NAME, export_bundle
+from perfspec.learn.network import load_network
 from perfspec.learn.vocab import Vocabulary
 from perfspec.settings import TrainSettings
 
@@ -153,8 +154,8 @@ def train(
                 if not (out_dir / BUNDLE_NAME).is_file():  # finished by older code: add the bundle
                     _write_bundle(out_dir, dataset.vocab)
                 return _result(out_dir, history, best_epoch, best_val_loss, start, start, stopped_early)
-            model = keras.models.load_model(ckpt)
-    from perfspec.learn.model import build_model
+            model = load_network(ckpt, compile=True)
+    from perfspec.learn.network import build_model
 
     x, y = dataset.windows("train")
     if model is None:
@@ -295,11 +296,13 @@ def _restore_best(
 
 
 def _write_bundle(out_dir: Path, vocab: Vocabulary) -> None:
-    """``predictor.npz`` of ``model.keras`` (none if the NumPy path cannot run this architecture)."""
-    import keras
+    """``predictor.npz`` of ``model.keras`` (every network ``build_model`` makes has a NumPy path)."""
+    from perfspec.learn.forward import extract
 
-    model = keras.models.load_model(out_dir / "model.keras", compile=False)
-    export_bundle(model, vocab, out_dir / BUNDLE_NAME)
+    net = extract(load_network(out_dir / "model.keras"))
+    if net is None:
+        raise InputError(f"{out_dir / 'model.keras'} has layers the NumPy predictor does not implement")
+    write_bundle(net, vocab, out_dir / BUNDLE_NAME)
 
 
 def _copy_atomic(source: Path, target: Path) -> None:

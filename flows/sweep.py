@@ -1,0 +1,54 @@
+"""``sweep`` flow: several families and settings as mapped tasks on the same folds; parent + child runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import PositiveInt
+
+from flows.config import flow_settings
+from flows.steps import run_step
+from flows.train import score_models
+from perfspec.learn.configs import sweep_configs
+from perfspec.learn.experiment import NGRAM, experiment_name, read_fingerprint
+from perfspec.settings import get_settings
+from tasks.learn import evaluate_model, log_run_task, promote_model
+from tasks.records import TrainedRun
+
+
+@flow(
+    name="sweep",
+    description="Compare families and settings on shared blocked CV folds; MLflow parent + child runs.",
+    task_runner=ThreadPoolTaskRunner(max_workers=get_settings().selection.sweep_concurrency),
+)
+def sweep(
+    dataset_dir: Path,
+    families: list[str] | None = None,
+    epochs: PositiveInt | None = None,
+    data_dir: Path | None = None,
+) -> TrainedRun:
+    """Every configuration of ``families`` (default: settings) trained as its own task."""
+    settings = flow_settings(data_dir, epochs)
+    chosen = list(families or settings.selection.sweep_families)
+    settings = settings.with_section("selection", mixture="mixture" in chosen)
+    configs = sweep_configs(settings.train, chosen)
+    name = "sweep-" + experiment_name(read_fingerprint(Path(dataset_dir)), settings, configs)
+    run_dir = str((settings.paths.runs_dir / name).resolve())
+    dataset = str(Path(dataset_dir).resolve())
+    scored = score_models(settings, dataset, run_dir, configs)
+    names = [NGRAM, "most_frequent", *(s.name for s in scored[1:])]
+    metrics = run_step(evaluate_model, dataset_dir=dataset, run_dir=run_dir, settings=settings, names=names)
+    run_id = run_step(
+        log_run_task, settings=settings, dataset_dir=dataset, run_dir=run_dir, metrics=metrics, sweep=True
+    )
+    promotion = run_step(promote_model, settings=settings, run_id=run_id, metrics=metrics, run_dir=run_dir)
+    return TrainedRun(
+        models=scored,
+        run_dir=run_dir,
+        metrics=metrics,
+        run_id=run_id,
+        tracking_uri=settings.mlflow_tracking_uri,
+        promotion=promotion,
+    )
