@@ -78,7 +78,7 @@ class PromotionOutput(_Record):
 
     def describe(self) -> str:
         """The library's one-line wording (a replayed decision says so)."""
-        from perfspec.learn.tracking import PromotionDecision
+        from perfspec.learn.promotion import PromotionDecision
 
         return PromotionDecision(**self.decision).describe()
 

@@ -1,4 +1,4 @@
-"""Evaluation: metrics.json contract, honest comparison with baselines, CSVs and real PNG plots."""
+"""An experiment's report: the metrics.json contract, recomputable numbers, CSVs and real PNG plots."""
 
 from __future__ import annotations
 
@@ -9,92 +9,95 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perfspec.errors import InputError
+from perfspec.learn.configs import neural_config
 from perfspec.learn.dataset import dataset_from_actions
-from perfspec.learn.evaluation import evaluate
-from perfspec.learn.training import train
-from perfspec.settings import DatasetSettings, TrainSettings
+from perfspec.learn.experiment import run_experiment
+from perfspec.learn.predict import Predictor
+from perfspec.learn.scoring import target_ranks
+from perfspec.settings import DatasetSettings, Settings, TrainSettings
 from tests.synthetic import chain_actions
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY = TrainSettings(embedding_dim=8, lstm_units=16, epochs=4, batch_size=32, learning_rate=0.02, seed=1)
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory: pytest.TempPathFactory):
+def experiment(tmp_path_factory: pytest.TempPathFactory):
     run_dir = tmp_path_factory.mktemp("run")
-    dataset = dataset_from_actions(chain_actions(), DatasetSettings(window=4))
-    settings = TrainSettings(
-        embedding_dim=8, lstm_units=16, epochs=6, batch_size=32, learning_rate=0.02, seed=1
+    settings = (
+        Settings()
+        .with_section("dataset", window=4)
+        .with_section("selection", cv_folds=3, ngram_orders=(1, 2, 3))
     )
-    train(dataset, settings, run_dir)
-    return dataset, run_dir, evaluate(dataset, run_dir)
+    dataset = dataset_from_actions(chain_actions(900, seed=2), DatasetSettings(window=4))
+    messages: list[str] = []
+    metrics = run_experiment(dataset, [neural_config(TINY)], run_dir, settings, messages.append)
+    return dataset, run_dir, metrics, messages
 
 
-def test_metrics_json_has_the_contract_keys(evaluated) -> None:
-    dataset, run_dir, metrics = evaluated
+def test_metrics_json_has_the_contract_keys(experiment) -> None:
+    dataset, run_dir, metrics, _ = experiment
     on_disk = json.loads((run_dir / "metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(metrics))
-    assert on_disk["split"]["method"] == "chronological"
-    assert on_disk["split"]["test"]["windows"] == len(dataset.windows("test")[1])
-    for section in ("test", "test_changes", "val"):
-        for model in ("lstm", "ngram", "most_frequent"):
-            scores = on_disk[section][model]
-            assert set(scores) == {"top1", "top3", "top5", "top10"}
-            values = [scores[f"top{k}"] for k in (1, 3, 5, 10)]
-            assert all(0.0 <= v <= 1.0 for v in values)
-            assert values == sorted(values), "top-k accuracy cannot fall as k grows"
-    assert on_disk["dataset_fingerprint"] == dataset.fingerprint
+    models = {"ngram", "most_frequent", "lstm-16x1-e8-d0", "mixture-lstm-16x1-e8-d0"}
+    assert set(on_disk["test"]) == models
+    for scores in on_disk["test"].values():
+        values = [scores[f"top{k}"] for k in (1, 3, 5, 10, 20)]
+        assert all(0.0 <= v <= 1.0 for v in values) and values == sorted(values)
+    assert set(on_disk["leakage"]) >= {"val", "test"} and 0 <= on_disk["leakage"]["test"] <= 1
+    assert on_disk["dataset"]["actions"] == len(dataset.ids) and on_disk["dataset"]["repeats_removed"] == 0
+    for model in models:
+        cv = on_disk["cv"][model]["top5"]
+        assert len(cv["folds"]) == 3 and cv["mean"] == pytest.approx(np.mean(cv["folds"]), abs=1e-6)
+        assert cv["std"] == pytest.approx(np.std(cv["folds"], ddof=1), abs=1e-6)
+    assert on_disk["cv_paired"]["ngram"]["top5"]["mean"] == 0.0
+    best = max(on_disk["cv"][m]["top5"]["mean"] for m in models)
+    assert on_disk["cv"][on_disk["champion_candidate"]]["top5"]["mean"] == best
+    assert len(on_disk["coverage"]["ngram"]) == 20
 
 
-def test_metrics_are_recomputable_from_the_model(evaluated) -> None:
-    import keras
-
-    dataset, run_dir, metrics = evaluated
-    model = keras.models.load_model(run_dir / "model.keras")
+def test_holdout_scores_are_recomputable_from_the_saved_models(experiment) -> None:
+    dataset, run_dir, metrics, _ = experiment
     x, y = dataset.windows("test")
-    top1 = float(np.mean(np.argmax(model.predict(x, verbose=0), axis=1) == y))
-    assert metrics["test"]["lstm"]["top1"] == pytest.approx(top1)
-    changes = y != x[:, -1]
-    assert metrics["counts"]["test_changes"] == int(changes.sum())
+    for name in metrics["test"]:
+        predictor = Predictor.load(run_dir / "models" / name)
+        top5 = float(np.mean(target_ranks(predictor.probabilities_batch(x), y) < 5))
+        assert metrics["test"][name]["top5"] == pytest.approx(top5), name
+    served = Predictor.load(run_dir)  # the root bundle is the candidate's
+    assert served.info["name"] == metrics["champion_candidate"]
 
 
-def test_ngram_order_is_chosen_on_validation(evaluated) -> None:
-    _, _, metrics = evaluated
-    by_order = {int(k): v for k, v in metrics["ngram"]["val_top1_by_order"].items()}
-    assert set(by_order) == set(range(1, 6))  # window 4 -> orders 1..5
-    best = max(by_order.values())
-    assert metrics["ngram"]["order"] == min(k for k, v in by_order.items() if v == best)
-    assert metrics["val"]["ngram"]["top1"] == pytest.approx(best)
+def test_ngram_order_is_chosen_by_cross_validation(experiment) -> None:
+    _, _, metrics, messages = experiment
+    by_order = {int(k): v for k, v in metrics["models"]["ngram"]["by_order"].items()}
+    assert set(by_order) == {1, 2, 3}
+    assert metrics["models"]["ngram"]["order"] == max(by_order, key=lambda o: (by_order[o], -o))
+    assert any("n-gram order" in m for m in messages)
 
 
-def test_learned_models_beat_most_frequent(evaluated) -> None:
-    _, _, metrics = evaluated
+def test_learned_models_beat_most_frequent(experiment) -> None:
+    _, _, metrics, _ = experiment
     assert metrics["test"]["ngram"]["top1"] > metrics["test"]["most_frequent"]["top1"]
-    assert metrics["test"]["lstm"]["top3"] > metrics["test"]["most_frequent"]["top3"]
+    assert metrics["cv"]["lstm-16x1-e8-d0"]["top3"]["mean"] > metrics["cv"]["most_frequent"]["top3"]["mean"]
 
 
-def test_tables_and_plots_are_written(evaluated) -> None:
-    _, run_dir, metrics = evaluated
-    for name in ("learning_curves.png", "topk.png", "per_action_accuracy.png"):
+def test_tables_and_plots_are_written(experiment) -> None:
+    _, run_dir, metrics, _ = experiment
+    for name in ("coverage.png", "cv.png", "per_action_accuracy.png", "learning_curves.png"):
         data = (run_dir / "plots" / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5_000, name
-    with open(run_dir / "per_action.csv") as handle:
+    with open(run_dir / "coverage.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert {"action", "support", "lstm_precision", "lstm_recall", "ngram_recall"} <= set(rows[0])
-    assert sum(int(r["support"]) for r in rows) == metrics["counts"]["test"]
-    errors = round((1 - metrics["test"]["lstm"]["top1"]) * metrics["counts"]["test"])
-    assert sum(p["count"] for p in metrics["confused_pairs"]) <= errors
-    assert all(p["actual"] != p["predicted"] for p in metrics["confused_pairs"])
+    assert [int(r["k"]) for r in rows] == list(range(1, 21))
+    assert float(rows[4]["ngram"]) == pytest.approx(metrics["test"]["ngram"]["top5"], abs=1e-6)
+    with open(run_dir / "per_action.csv") as handle:
+        assert all(int(r["support"]) > 0 for r in csv.DictReader(handle))
 
 
-def test_evaluate_without_a_model_is_an_input_error(tmp_path: Path) -> None:
-    dataset = dataset_from_actions(chain_actions(), DatasetSettings(window=4))
-    with pytest.raises(InputError, match="no trained model"):
-        evaluate(dataset, tmp_path)
-
-
-def test_evaluate_refuses_a_model_of_another_dataset(evaluated) -> None:
-    _, run_dir, _ = evaluated
-    other = dataset_from_actions(chain_actions(), DatasetSettings(window=5))
-    with pytest.raises(InputError, match="not trained on this dataset"):
-        evaluate(other, run_dir)
+def test_a_rerun_trains_nothing(experiment, tmp_path: Path) -> None:
+    dataset, run_dir, metrics, _ = experiment
+    settings = Settings().with_section("selection", cv_folds=3, ngram_orders=(1, 2, 3))
+    messages: list[str] = []
+    again = run_experiment(dataset, [neural_config(TINY)], run_dir, settings, messages.append)
+    assert again["test"] == metrics["test"]
+    assert not any("fold" in m or "hold-out" in m for m in messages)  # scores were reused

@@ -139,8 +139,9 @@ def test_unsupported_architectures_give_none() -> None:
     assert isinstance(extract(sequential), GRUNet)
 
 
-def test_attention_without_causal_mask_gives_none() -> None:
-    """Same layers and weights as the Transformer, but attention may look ahead: not this network."""
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_must_be_causal(causal: bool) -> None:
+    """The Transformer built by hand (no names, no dropout) is found; one that may look ahead is not."""
     import keras
 
     from perfspec.learn.network import custom_layers
@@ -149,9 +150,29 @@ def test_attention_without_causal_mask_gives_none() -> None:
     inputs = keras.Input(shape=(WINDOW,), dtype="int32")
     x = position_embedding(WINDOW, 8)(keras.layers.Embedding(VOCAB, 8)(inputs))
     normed = keras.layers.LayerNormalization(epsilon=1e-6)(x)
-    x = keras.layers.Add()([x, keras.layers.MultiHeadAttention(2, 4)(normed, normed)])
+    attended = keras.layers.MultiHeadAttention(2, 4)(normed, normed, use_causal_mask=causal)
+    x = keras.layers.Add()([x, attended])
     inner = keras.layers.Dense(16, activation="relu")(keras.layers.LayerNormalization(epsilon=1e-6)(x))
     x = keras.layers.Add()([x, keras.layers.Dense(8)(inner)])
     x = last_step()(keras.layers.LayerNormalization(epsilon=1e-6)(x))
     model = keras.Model(inputs, keras.layers.Dense(VOCAB, activation="softmax")(x))
-    assert extract(model) is None
+    net = extract(model)
+    if causal:
+        assert isinstance(net, TransformerNet)
+        ids = _ids(16)
+        np.testing.assert_allclose(
+            net.probabilities(ids), model.predict(ids, verbose=0), atol=2e-6, rtol=1e-4
+        )
+    else:
+        assert net is None
+
+
+def test_a_saved_and_loaded_model_is_extracted_alike(tmp_path: Any) -> None:
+    import keras
+
+    model = _model("transformer", 1, 0.3)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras", compile=False)
+    _, arrays = extract(model).to_arrays()
+    _, again = extract(loaded).to_arrays()
+    assert list(again) == list(arrays) and all(again[k].tobytes() == arrays[k].tobytes() for k in arrays)

@@ -1,139 +1,203 @@
-"""MLflow tracking and the champion rule, against a real MLflow store (temporary SQLite file)."""
+"""MLflow tracking, the registry and the champion rule, against a real MLflow store (temporary SQLite file).
+
+One experiment (n-gram, most frequent, a tiny LSTM and its mixture on 3 blocked CV folds + hold-out) is
+scored once per module and logged; the tests read what MLflow holds, register it, and challenge it.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from perfspec.learn.bundle import BUNDLE_NAME
+from perfspec.learn.configs import neural_config
 from perfspec.learn.dataset import dataset_from_actions
-from perfspec.learn.evaluation import evaluate
-from perfspec.learn.predict import BUNDLE_NAME, Predictor
-from perfspec.learn.tracking import (
+from perfspec.learn.experiment import run_experiment
+from perfspec.learn.predict import Predictor
+from perfspec.learn.promotion import (
     RUN_RECORD,
+    TAG_DECISION,
     TAG_FINGERPRINT,
+    TAG_HISTORY,
     TAG_MODEL_URI,
-    log_run,
+    decide,
     register_and_promote,
 )
-from perfspec.learn.training import train
-from perfspec.settings import DatasetSettings, Settings, TrainSettings
+from perfspec.learn.tracking import log_run
+from perfspec.settings import Settings
 from tests.synthetic import chain_actions
 
-TINY = TrainSettings(embedding_dim=4, lstm_units=8, epochs=2, batch_size=32, learning_rate=0.02, seed=2)
+KS = (1, 3, 5, 10, 20)
+ACTIONS = 500
 
 
-def _trained_run(settings: Settings, name: str, seed: int, actions: list[str] | None = None):
-    dataset = dataset_from_actions(actions or chain_actions(500, seed), settings.dataset)
-    run_dir = settings.paths.runs_dir / name
-    train(dataset, settings.train, run_dir)
-    return dataset, run_dir, evaluate(dataset, run_dir)
+def tiny_settings(data_dir: Path) -> Settings:
+    """A tiny LSTM, window 4, 3 blocked CV folds, n-gram orders 1-3; MLflow in a SQLite file under data_dir."""
+    settings = Settings().with_section("paths", data_dir=data_dir)
+    settings = settings.with_section("mlflow", tracking_uri=f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}")
+    settings = settings.with_section("dataset", window=4)
+    settings = settings.with_section(
+        "train", embedding_dim=4, lstm_units=8, epochs=2, batch_size=32, learning_rate=0.02
+    )
+    return settings.with_section("selection", cv_folds=3, ngram_orders=(1, 2, 3))
+
+
+def _client(settings: Settings):
+    import mlflow
+
+    return mlflow.MlflowClient(settings.mlflow_tracking_uri)
+
+
+def _run_ids(settings: Settings) -> set[str]:
+    client = _client(settings)
+    experiment = client.get_experiment_by_name(settings.mlflow.experiment)
+    return {r.info.run_id for r in client.search_runs([experiment.experiment_id], max_results=1000)}
+
+
+def _versions(settings: Settings) -> set[str]:
+    name = settings.mlflow.registered_model
+    return {str(v.version) for v in _client(settings).search_model_versions(f"name = '{name}'")}
 
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    data_dir = tmp_path_factory.mktemp("data")
-    base = Settings().with_section("paths", data_dir=data_dir)
-    base = base.with_section("mlflow", tracking_uri=f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}")
-    return base.model_copy(update={"train": TINY, "dataset": DatasetSettings(window=4)})
+    return tiny_settings(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")
-def first_run(settings: Settings):
-    dataset, run_dir, metrics = _trained_run(settings, "first", seed=0)
-    return dataset, run_dir, metrics, log_run(settings, dataset, run_dir, metrics)
-
-
-def test_log_run_records_params_metrics_inputs_and_artifacts(settings: Settings, first_run) -> None:
-    import mlflow
-
-    dataset, _, metrics, run_id = first_run
-    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
-    run = client.get_run(run_id)
-    assert run.data.tags["dataset_fingerprint"] == dataset.fingerprint
-    assert run.data.params["train.lstm_units"] == "8" and run.data.params["dataset.window"] == "4"
-    assert run.data.metrics["test_lstm_top1"] == pytest.approx(metrics["test"]["lstm"]["top1"])
-    assert run.data.metrics["test_ngram_top5"] == pytest.approx(metrics["test"]["ngram"]["top5"])
-    assert run.data.metrics["test_most_frequent_top10"] == pytest.approx(
-        metrics["test"]["most_frequent"]["top10"]
+def first(settings: Settings) -> SimpleNamespace:
+    """The scored experiment, logged once (not registered: ``registered`` does that)."""
+    dataset = dataset_from_actions(chain_actions(ACTIONS, 0), settings.dataset)
+    config = neural_config(settings.train)
+    run_dir = settings.paths.runs_dir / "first"
+    metrics = run_experiment(dataset, [config], run_dir, settings)
+    run_id = log_run(settings, dataset, run_dir, metrics)
+    return SimpleNamespace(
+        dataset=dataset, neural=config.name, run_dir=run_dir, metrics=metrics, run_id=run_id
     )
-    history = client.get_metric_history(run_id, "val_loss")
-    assert [m.step for m in history] == [1, 2]
+
+
+@pytest.fixture(scope="module")
+def registered(settings: Settings, first: SimpleNamespace):
+    """The first run registered as v1 of an empty registry (so it becomes @champion)."""
+    return register_and_promote(settings, first.run_id, first.metrics, run_dir=first.run_dir)
+
+
+def test_the_experiment_writes_the_metrics_contract(first: SimpleNamespace) -> None:
+    metrics, neural = first.metrics, first.neural
+    assert json.loads((first.run_dir / "metrics.json").read_text()) == metrics
+    models = {"ngram", "most_frequent", neural, f"mixture-{neural}"}
+    assert set(metrics["models"]) == models and set(metrics["test"]) == models
+    for model in models:
+        assert set(metrics["test"][model]) == {f"top{k}" for k in KS}
+        assert all(0.0 <= v <= 1.0 for v in metrics["test"][model].values())
+        cv = metrics["cv"][model]["top5"]
+        assert len(cv["folds"]) == 3 and cv["mean"] == pytest.approx(np.mean(cv["folds"]), abs=1e-6)
+        assert cv["std"] >= 0.0
+    assert metrics["models"]["ngram"]["order"] in (1, 2, 3)
+    assert metrics["models"][neural]["best_epoch"] in (1, 2)
+    assert set(metrics["leakage"]) >= {"val", "test"}
+    assert 0.0 <= metrics["leakage"]["test"] <= 1.0 and 0.0 <= metrics["leakage"]["val"] <= 1.0
+    assert metrics["dataset"]["actions"] == ACTIONS and metrics["dataset"]["repeats_removed"] == 0
+    # the n-gram is the reference of the paired CV differences: its own difference is zero
+    assert metrics["cv_paired"]["ngram"]["top5"]["mean"] == 0.0
+    candidate = metrics["champion_candidate"]
+    assert candidate in models and metrics["verdict"]["candidate"] == candidate
+    best = max(metrics["cv"][m]["top5"]["mean"] for m in models)
+    assert metrics["cv"][candidate]["top5"]["mean"] == pytest.approx(best)
+    # the candidate's bundle is what the run dir serves
+    predictor = Predictor.load(first.run_dir)
+    assert predictor.backend == "bundle" and predictor.vocab == first.dataset.vocab
+    assert json.loads((first.run_dir / "model.json").read_text())["name"] == candidate
+
+
+def test_log_run_records_params_metrics_inputs_and_artifacts(
+    settings: Settings, first: SimpleNamespace
+) -> None:
+    dataset, metrics, neural = first.dataset, first.metrics, first.neural
+    client = _client(settings)
+    run = client.get_run(first.run_id)
+    candidate = metrics["champion_candidate"]
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == f"{candidate} · {ACTIONS} actions"
+    assert run.data.tags[TAG_FINGERPRINT] == dataset.fingerprint
+    assert run.data.tags["champion_candidate"] == candidate
+    assert "**Leakage**" in run.data.tags["mlflow.note.content"]
+    params = run.data.params
+    assert params["dataset.window"] == "4" and params["selection.cv_folds"] == "3"
+    assert params["candidate"] == candidate and params["ngram.order"] == str(
+        metrics["models"]["ngram"]["order"]
+    )
+
+    logged = run.data.metrics
+    # the headline metrics: the candidate's, beside the n-gram's
+    assert logged["top5"] == pytest.approx(metrics["test"][candidate]["top5"])
+    assert logged["top5_ngram"] == pytest.approx(metrics["test"]["ngram"]["top5"])
+    assert logged["leakage_test"] == pytest.approx(metrics["leakage"]["test"])
+    assert logged["cv_top5_mean"] == pytest.approx(metrics["cv"][candidate]["top5"]["mean"])
+    assert logged["actions"] == ACTIONS
+    for model, scores in metrics["test"].items():
+        for k in KS:
+            assert logged[f"test_{model}_top{k}"] == pytest.approx(scores[f"top{k}"])
+        assert logged[f"cv_{model}_top5_mean"] == pytest.approx(metrics["cv"][model]["top5"]["mean"])
+    assert len(client.get_metric_history(first.run_id, f"coverage_{candidate}")) == 20
+
+    # per-epoch curves (step = epoch); the final loss/val_loss are the kept epoch's, not the last one's
+    history = json.loads((first.run_dir / "models" / neural / "history.json").read_text())
+    best = history["best_epoch"]
+    assert [m.step for m in client.get_metric_history(first.run_id, "epoch_val_loss")] == [1, 2]
+    assert logged["best_epoch"] == best
+    assert logged["loss"] == pytest.approx(history["loss"][best - 1])
+    assert logged["val_loss"] == pytest.approx(history["val_loss"][best - 1])
+
     digests = {d.dataset.digest for d in run.inputs.dataset_inputs}
     assert digests == {f"{dataset.fingerprint[:24]}-train", f"{dataset.fingerprint[:24]}-test"}
-    artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert {"history.json", "metrics.json", "vocab.json", "plots", "dataset"} <= artifacts
+    artifacts = {a.path for a in client.list_artifacts(first.run_id)}
+    assert {"metrics.json", "vocab.json", "cv.csv", "coverage.csv", "plots", "dataset"} <= artifacts
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.name == "perfspec"
     assert experiment.artifact_location.startswith(
         (settings.paths.mlflow_dir / "artifacts").resolve().as_uri()
     )
-    # the logged model carries signature, input example and vocabulary
-    predictor = Predictor.load(run.data.tags["perfspec.model_uri"], tracking_uri=settings.mlflow_tracking_uri)
-    assert predictor.vocab == dataset.vocab and predictor.window == 4
-    local = Path(mlflow.artifacts.download_artifacts(run.data.tags["perfspec.model_uri"]))
-    assert (local / "input_example.json").is_file() and "signature" in (local / "MLmodel").read_text()
+    record = json.loads((first.run_dir / RUN_RECORD).read_text())
+    assert record["run_id"] == first.run_id and record["tracking_uri"] == settings.mlflow_tracking_uri
 
 
-def _another_run_of(settings: Settings, run_id: str) -> str:
-    """A cheap second MLflow run of the same model and dataset (a challenger with its own run id)."""
+def test_the_logged_model_is_a_pyfunc_over_the_bundle(settings: Settings, first: SimpleNamespace) -> None:
     import mlflow
+    import pandas as pd
 
-    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
-    source = client.get_run(run_id)
-    tags = {k: source.data.tags[k] for k in (TAG_FINGERPRINT, TAG_MODEL_URI)}
-    run = client.create_run(source.info.experiment_id, tags=tags)
-    client.set_terminated(run.info.run_id)
-    return run.info.run_id
+    model_uri = _client(settings).get_run(first.run_id).data.tags[TAG_MODEL_URI]
+    local = Path(mlflow.artifacts.download_artifacts(model_uri))
+    assert (local / "artifacts" / BUNDLE_NAME).is_file() and not list(local.rglob("*.keras"))
+    mlmodel = (local / "MLmodel").read_text()
+    assert "python_function" in mlmodel and "signature" in mlmodel
+    assert (local / "input_example.json").is_file()
 
-
-def test_champion_rule(settings: Settings, first_run) -> None:
-    import mlflow
-
-    _dataset, _run_dir, metrics, run_id = first_run
-    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
-    first = register_and_promote(settings, run_id, metrics)
-    assert first.promoted and first.reason.startswith("no @champion")
-    champion = client.get_model_version_by_alias("perfspec", "champion")
-    assert str(champion.version) == first.version
-
-    # the same score on the same data does not move the alias
-    run_id = _another_run_of(settings, run_id)
-    tie = register_and_promote(settings, run_id, metrics)
-    assert not tie.promoted and tie.same_dataset and tie.champion_version == first.version
-    assert tie.version != first.version
-    assert client.get_run(run_id).data.tags["champion_decision"] == "kept"
-
-    # better by less than the margin: kept; better with no margin: promoted
-    top1 = metrics["test"]["lstm"]["top1"]
-    better = {
-        **metrics,
-        "test": {**metrics["test"], "lstm": {**metrics["test"]["lstm"], "top1": top1 + 0.01}},
-    }
-    strict = settings.with_section("mlflow", promotion_margin=0.05)
-    assert not register_and_promote(strict, _another_run_of(settings, run_id), better).promoted
-    run_id = _another_run_of(settings, run_id)
-    promoted = register_and_promote(settings, run_id, better)
-    assert promoted.promoted and promoted.champion_top1 == pytest.approx(top1)
-    assert str(client.get_model_version_by_alias("perfspec", "champion").version) == promoted.version
-    assert client.get_run(run_id).data.tags["champion_decision"] == "promoted"
-    assert client.get_model_version("perfspec", promoted.version).tags["champion_decision"] == "promoted"
+    served = Predictor.load(first.run_dir)
+    x, _ = first.dataset.windows("test")
+    rows = [first.dataset.vocab.decode(row) for row in x[:3]]
+    frame = pd.DataFrame(rows, columns=[f"a{i}" for i in range(4)])
+    answer = mlflow.pyfunc.load_model(model_uri).predict(frame)
+    for row, (_, out) in zip(rows, answer.iterrows(), strict=True):
+        expected = served.predict(row, 5).actions
+        assert [out[f"action_{r}"] for r in range(1, 6)] == [a for a, _ in expected]
+        assert [out[f"probability_{r}"] for r in range(1, 6)] == pytest.approx([p for _, p in expected])
 
 
-def test_the_logged_model_carries_the_bundle_and_only_it_is_downloaded(
-    settings: Settings, first_run, monkeypatch: pytest.MonkeyPatch
+def test_loading_a_registered_version_downloads_only_the_bundle_and_never_tensorflow(
+    settings: Settings, first: SimpleNamespace, registered, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mlflow
-
-    dataset, _run_dir, metrics, run_id = first_run
-    register_and_promote(settings, run_id, metrics)  # makes sure @champion exists (idempotent)
-    model_uri = mlflow.MlflowClient(settings.mlflow_tracking_uri).get_run(run_id).data.tags[TAG_MODEL_URI]
     from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
+    assert registered.version == "1"
     downloaded: list[str] = []
     real = LocalArtifactRepository._download_file
 
@@ -142,118 +206,240 @@ def test_the_logged_model_carries_the_bundle_and_only_it_is_downloaded(
         return real(self, remote_file_path, local_path)
 
     monkeypatch.setattr(LocalArtifactRepository, "_download_file", recording)
-    x, _ = dataset.windows("test")
-    for uri in (model_uri, "models:/perfspec@champion"):
+    x, _ = first.dataset.windows("test")
+    for uri in ("models:/perfspec/1", "models:/perfspec@champion"):
         downloaded.clear()
-        bundled = Predictor.load(uri, tracking_uri=settings.mlflow_tracking_uri)
-        assert bundled.backend == "bundle" and bundled.vocab == dataset.vocab
-        assert downloaded == [BUNDLE_NAME]  # not the Keras file, not MLmodel
-        from_keras = Predictor.load(uri, tracking_uri=settings.mlflow_tracking_uri, use_bundle=False)
-        assert from_keras.backend == "numpy"
-        np.testing.assert_array_equal(bundled.probabilities_batch(x), from_keras.probabilities_batch(x))
+        predictor = Predictor.load(uri, tracking_uri=settings.mlflow_tracking_uri)
+        assert downloaded == [BUNDLE_NAME]  # not MLmodel, not the input example, no Keras file
+        assert predictor.backend == "bundle" and predictor.vocab == first.dataset.vocab
+        np.testing.assert_allclose(
+            predictor.probabilities_batch(x), Predictor.load(first.run_dir).probabilities_batch(x)
+        )
 
     script = (
         "import sys\n"
         "from perfspec.learn.predict import Predictor\n"
-        f"p = Predictor.load('models:/perfspec@champion', tracking_uri={settings.mlflow_tracking_uri!r})\n"
+        f"p = Predictor.load('models:/perfspec/1', tracking_uri={settings.mlflow_tracking_uri!r})\n"
         "print(p.backend, p.top_k(['create_ns', 'create_sa'], 2))\n"
         "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("bundle ")
 
 
-def test_a_second_train_on_a_finished_run_dir_logs_and_registers_nothing_new(
-    settings: Settings, first_run
+def test_log_run_is_idempotent(settings: Settings, first: SimpleNamespace) -> None:
+    before = _run_ids(settings)
+    assert log_run(settings, first.dataset, first.run_dir, first.metrics) == first.run_id
+    assert _run_ids(settings) == before
+
+
+def test_a_failed_log_run_deletes_its_half_logged_run(
+    settings: Settings, first: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mlflow
-
-    dataset, run_dir, metrics, run_id = first_run
-    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
-    decision = register_and_promote(settings, run_id, metrics, run_dir=run_dir)  # (again, maybe)
-    runs = {r.info.run_id for r in client.search_runs([client.get_run(run_id).info.experiment_id])}
-    versions = {v.version for v in client.search_model_versions("name = 'perfspec'")}
-
-    again = train(dataset, settings.train, run_dir)  # finished: returned as it is
-    assert again.epochs_this_call == 0
-    metrics_again = evaluate(dataset, run_dir)
-    assert log_run(settings, dataset, run_dir, metrics_again) == run_id
-    assert register_and_promote(settings, run_id, metrics_again, run_dir=run_dir) == decision
-    assert {r.info.run_id for r in client.search_runs([client.get_run(run_id).info.experiment_id])} == runs
-    assert {v.version for v in client.search_model_versions("name = 'perfspec'")} == versions
-    record = json.loads((run_dir / RUN_RECORD).read_text())
-    assert record["run_id"] == run_id and record["version"] == decision.version
-
-
-def test_log_run_after_a_failure_leaves_no_failed_run(
-    settings: Settings, first_run, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import mlflow
-
     import perfspec.learn.tracking as tracking
 
-    dataset, run_dir, metrics, run_id = first_run
-    (run_dir / RUN_RECORD).unlink()  # as if never logged
-    real = tracking._log_contents
+    copy = tmp_path / "copy"
+    shutil.copytree(first.run_dir, copy, ignore=shutil.ignore_patterns(RUN_RECORD))
+    before = _run_ids(settings)
+    client = _client(settings)
+    attempted: list[str] = []
 
-    def flaky(run, *args, **kwargs):
-        mlflow.log_param("partial", 1)
+    def flaky(client_, run_id, *args, **kwargs):
+        attempted.append(run_id)
+        client_.log_param(run_id, "partial", 1)
         raise ConnectionError("tracking server went away")
 
+    real = tracking._log_contents
     monkeypatch.setattr(tracking, "_log_contents", flaky)
     with pytest.raises(ConnectionError):
-        log_run(settings, dataset, run_dir, metrics)
+        log_run(settings, first.dataset, copy, first.metrics)
+    [half] = attempted
+    assert client.get_run(half).info.lifecycle_stage == "deleted"
+    assert _run_ids(settings) == before and not (copy / RUN_RECORD).exists()
+
     monkeypatch.setattr(tracking, "_log_contents", real)
-    retried = log_run(settings, dataset, run_dir, metrics)
-    assert retried != run_id
-    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
-    experiment = client.get_run(run_id).info.experiment_id
-    assert not client.search_runs([experiment], "attributes.status = 'FAILED'")
+    retried = log_run(settings, first.dataset, copy, first.metrics)
+    assert retried not in (half, first.run_id)
     assert client.get_run(retried).info.status == "FINISHED"
+    assert _run_ids(settings) == before | {retried}
+    experiment = client.get_run(retried).info.experiment_id
+    assert not client.search_runs([experiment], "attributes.status = 'FAILED'")
 
 
-def _champion_top1_from_names(champion: Predictor, actions: list[str], dataset) -> float:
-    """The champion's top-1 on ``dataset``'s test targets, from the raw action names (independent)."""
-    hits = []
-    for start, end in dataset.segments["test"]:
-        for pos in range(start + dataset.window, end):
-            history = actions[max(start, pos - champion.window) : pos]
-            ids = np.zeros((1, champion.window), dtype=np.int32)
-            ids[0, champion.window - len(history) :] = [champion.vocab.id_of(a) for a in history]
-            probs = champion.model.predict(ids, verbose=0)[0]
-            hits.append(int(np.argmax(probs)) == champion.vocab.id_of(actions[pos]))
-    return float(np.mean(hits))
+# --- the champion rule, alone --------------------------------------------------------------------------
+def test_decide_promotes_a_clear_win() -> None:
+    champion = np.tile([True, False], 500)
+    outcome = decide(np.ones(1000, dtype=bool), champion, blocks=10, standard_errors=2.0, margin=0.0)
+    assert outcome.promoted and outcome.gain == pytest.approx(0.5) and outcome.se == pytest.approx(0.0)
+    assert outcome.challenger == 1.0 and outcome.champion == 0.5
+    # ... unless the margin asks for more
+    assert not decide(np.ones(1000, dtype=bool), champion, 10, 2.0, margin=0.6).promoted
 
 
-def test_other_dataset_is_decided_by_reevaluating_the_champion(settings: Settings, first_run) -> None:
-    """The champion is scored on the challenger's test part by action NAME: an action the challenger
-    never trained on (``update_cm`` only in its test part) reaches the champion as itself."""
-    import mlflow
+def test_decide_does_not_promote_a_tie() -> None:
+    hits = np.random.default_rng(0).random(1000) < 0.6
+    outcome = decide(hits, hits.copy(), blocks=10, standard_errors=2.0, margin=0.0)
+    assert not outcome.promoted and outcome.gain == 0.0
 
-    _, _, metrics, run_id = first_run
-    register_and_promote(settings, run_id, metrics)  # make sure a champion exists
-    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+
+def test_decide_does_not_promote_a_small_gain_within_the_noise() -> None:
+    champion = np.random.default_rng(1).random(1000) < 0.5
+    challenger = champion.copy()
+    block0, block1 = np.arange(0, 100), np.arange(100, 200)
+    challenger[block0[~champion[block0]][:9]] = True  # 9 more hits in the first block
+    challenger[block1[champion[block1]][:6]] = False  # 6 fewer in the second
+    outcome = decide(challenger, champion, blocks=10, standard_errors=2.0, margin=0.0)
+    assert outcome.gain == pytest.approx(0.003)
+    assert outcome.se > outcome.gain / 2 and not outcome.promoted
+    # the same per-window hits, but spread evenly over every block: beyond the noise
+    even = champion.copy()
+    for block in np.array_split(np.arange(1000), 10):
+        even[block[~champion[block]][:3]] = True
+    assert decide(even, champion, blocks=10, standard_errors=2.0, margin=0.0).promoted
+
+
+def test_decide_needs_the_same_windows() -> None:
+    with pytest.raises(ValueError):
+        decide(np.ones(10, dtype=bool), np.ones(9, dtype=bool), 5, 2.0, 0.0)
+    with pytest.raises(ValueError):
+        decide(np.ones(0, dtype=bool), np.ones(0, dtype=bool), 5, 2.0, 0.0)
+
+
+# --- the registry -------------------------------------------------------------------------------------
+def test_the_first_version_becomes_champion_and_a_rerun_replays_the_decision(
+    settings: Settings, first: SimpleNamespace, registered
+) -> None:
+    client = _client(settings)
+    assert registered.promoted and registered.version == "1" and not registered.replayed
+    assert registered.reason.startswith("no @champion")
+    assert str(client.get_model_version_by_alias("perfspec", "champion").version) == "1"
+    assert client.get_run(first.run_id).data.tags[TAG_DECISION] == "promoted"
+    assert client.get_model_version("perfspec", "1").tags[TAG_DECISION] == "promoted"
+    model = client.get_registered_model("perfspec")
+    assert model.description  # the Models page says what it is
+    history = json.loads(model.tags[TAG_HISTORY])
+    assert [h["version"] for h in history] == ["1"] and history[0]["reason"] == registered.reason
+    record = json.loads((first.run_dir / RUN_RECORD).read_text())
+    assert record["version"] == "1" and record["decision"]["promoted"]
+
+    # the same run again (a re-run, a retry): the recorded decision, said as such; nothing moves
+    versions, runs = _versions(settings), _run_ids(settings)
+    assert log_run(settings, first.dataset, first.run_dir, first.metrics) == first.run_id
+    again = register_and_promote(settings, first.run_id, first.metrics, run_dir=first.run_dir)
+    assert again.replayed and again.promoted and again.version == "1" and again.current_champion == "1"
+    assert "was promoted to @champion when first logged" in again.describe()
+    assert "@champion is v1" in again.describe()
+    assert _versions(settings) == versions and _run_ids(settings) == runs
+    assert json.loads(client.get_registered_model("perfspec").tags[TAG_HISTORY]) == history
+
+
+def test_a_second_identical_run_is_registered_but_not_promoted(
+    settings: Settings, first: SimpleNamespace, registered
+) -> None:
+    client = _client(settings)
+    champion = str(client.get_model_version_by_alias("perfspec", "champion").version)
+    history = client.get_registered_model("perfspec").tags[TAG_HISTORY]
+    run_dir = settings.paths.runs_dir / "second"
+    shutil.copytree(first.run_dir, run_dir, ignore=shutil.ignore_patterns(RUN_RECORD))
+    # the same experiment in its own run dir: resumed from the scores, nothing trained again
+    metrics = run_experiment(first.dataset, [neural_config(settings.train)], run_dir, settings)
+    assert metrics["test"] == first.metrics["test"] and metrics["cv"] == first.metrics["cv"]
+    run_id = log_run(settings, first.dataset, run_dir, metrics)
+    assert run_id != first.run_id
+
+    decision = register_and_promote(settings, run_id, metrics, run_dir=run_dir)
+    assert not decision.promoted and not decision.replayed
+    assert decision.version != champion and decision.champion_version == champion
+    assert decision.gain == 0.0 and decision.champion_score == pytest.approx(decision.challenger_score)
+    assert "does not beat" in decision.reason
+    assert str(client.get_model_version_by_alias("perfspec", "champion").version) == champion
+    assert client.get_run(run_id).data.tags[TAG_DECISION] == "kept"
+    assert client.get_model_version("perfspec", decision.version).tags[TAG_DECISION] == "kept"
+    assert client.get_registered_model("perfspec").tags[TAG_HISTORY] == history  # no champion change
+
+
+def test_a_run_on_other_data_is_decided_by_rescoring_the_champion_by_action_name(
+    settings: Settings, first: SimpleNamespace, registered
+) -> None:
+    """The champion is scored on the challenger's hold-out windows by action NAME: an action the
+    challenger never trained on (``update_cm`` only in its test part) reaches the champion as itself."""
+    client = _client(settings)
     champion_version = str(client.get_model_version_by_alias("perfspec", "champion").version)
     other = settings.with_section("dataset", window=5)
-    actions = chain_actions(500, seed=5)
+    actions = chain_actions(ACTIONS, seed=5)
     cut = int(len(actions) * 0.9)
     actions = [("update_secret" if a == "update_cm" and i < cut else a) for i, a in enumerate(actions)]
-    dataset, run_dir_b, metrics_b = _trained_run(other, "second", seed=5, actions=actions)
+    dataset = dataset_from_actions(actions, other.dataset)
     assert "update_cm" not in dataset.vocab and "update_cm" in actions[cut:]
-    run_b = log_run(other, dataset, run_dir_b, metrics_b)
-    decision = register_and_promote(other, run_b, metrics_b)
-    assert decision.same_dataset is False and "re-evaluated" in decision.reason
+    run_dir = other.paths.runs_dir / "other"
+    metrics = run_experiment(dataset, [], run_dir, other)  # counts models only: quick
+    run_id = log_run(other, dataset, run_dir, metrics)
+    decision = register_and_promote(other, run_id, metrics, run_dir=run_dir)
     assert decision.champion_version == champion_version
+
+    def hits(predictor: Predictor) -> np.ndarray:
+        """Per test target: among the predictor's top 5 after up to its window of preceding names."""
+        out = []
+        for start, end in dataset.segments["test"]:
+            for pos in range(start + dataset.window, end):
+                history = actions[max(start, pos - predictor.window) : pos]
+                out.append(actions[pos] in [a for a, _ in predictor.predict(history, 5).actions])
+        return np.array(out)
 
     champion = Predictor.load(
         f"models:/perfspec/{champion_version}", tracking_uri=settings.mlflow_tracking_uri
     )
-    assert "update_cm" in champion.vocab
-    expected_champion = _champion_top1_from_names(champion, actions, dataset)
-    assert decision.champion_top1 == pytest.approx(expected_champion, abs=1e-9)
-    challenger = metrics_b["test"]["lstm"]["top1"]  # from evaluate(), not from the decision
-    assert decision.promoted == (challenger > expected_champion + settings.mlflow.promotion_margin)
+    assert "update_cm" in champion.vocab and champion.window == 4
+    champion_hits, challenger_hits = hits(champion), hits(Predictor.load(run_dir))
+    assert decision.challenger_score == pytest.approx(np.mean(challenger_hits))
+    assert decision.champion_score == pytest.approx(np.mean(champion_hits))
+    expected = decide(
+        challenger_hits,
+        champion_hits,
+        other.selection.promotion_blocks,
+        other.selection.promotion_standard_errors,
+        other.mlflow.promotion_margin,
+    )
+    assert decision.promoted == expected.promoted and decision.gain == pytest.approx(expected.gain)
     alias = str(client.get_model_version_by_alias("perfspec", "champion").version)
     assert alias == (decision.version if decision.promoted else champion_version)
+
+
+# --- a sweep: one parent run, one child per model ------------------------------------------------------
+def test_a_sweep_logs_a_parent_run_and_one_child_per_model(tmp_path: Path) -> None:
+    from perfspec.learn.sweep import run_sweep
+
+    settings = tiny_settings(tmp_path / "data")
+    actions_file = tmp_path / "actions.txt"
+    actions_file.write_text("\n".join(chain_actions(ACTIONS, 1)) + "\n")
+    grid = {"lstm": [{"lstm_units": 8}], "gru": [{"lstm_units": 6}]}
+    families = ["ngram", "lstm", "gru", "mixture"]
+    outcome = run_sweep(actions_file, tmp_path / "sweep", settings, families=families, grid=grid)
+    metrics = outcome.metrics
+    assert [c.name for c in outcome.configs] == ["lstm-8x1-e4-d0", "gru-6x1-e4-d0"]
+    models = set(metrics["models"])
+    assert {"ngram", "most_frequent", "lstm-8x1-e4-d0", "gru-6x1-e4-d0"} < models
+    assert len([m for m in models if m.startswith("mixture-")]) == 1
+
+    client = _client(settings)
+    parent = client.get_run(outcome.run_id)
+    assert parent.info.run_name == f"sweep · {len(models)} configs · {ACTIONS} actions"
+    assert parent.data.tags["perfspec.kind"] == "sweep" and "mlflow.parentRunId" not in parent.data.tags
+    assert set(outcome.child_run_ids) == models
+    for model, child_id in outcome.child_run_ids.items():
+        child = client.get_run(child_id)
+        assert child.data.tags["mlflow.parentRunId"] == outcome.run_id
+        assert child.info.run_name == f"{model} · {ACTIONS} actions"
+        assert child.data.metrics["top5"] == pytest.approx(metrics["test"][model]["top5"])
+        assert child.data.metrics["cv_top5_mean"] == pytest.approx(metrics["cv"][model]["top5"]["mean"])
+        assert child.data.tags["candidate"] == str(model == metrics["champion_candidate"]).lower()
+    assert outcome.decision.promoted and outcome.decision.version == "1"  # an empty registry
+
+    # the same sweep again: resumed, the same parent and children, the decision replayed
+    runs = _run_ids(settings)
+    again = run_sweep(actions_file, tmp_path / "sweep", settings, families=families, grid=grid)
+    assert again.run_id == outcome.run_id and again.child_run_ids == outcome.child_run_ids
+    assert again.decision.replayed and again.decision.version == "1"
+    assert _run_ids(settings) == runs

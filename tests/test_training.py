@@ -8,13 +8,16 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from perfspec.errors import InputError
+from perfspec.learn.bundle import BUNDLE_NAME, read_bundle
 from perfspec.learn.dataset import Dataset, dataset_from_actions
-from perfspec.learn.predict import BUNDLE_NAME, Predictor
+from perfspec.learn.network import load_network
+from perfspec.learn.predict import Predictor
 from perfspec.learn.training import RESUMABLE_CHANGES, best_path, read_state, run_name, saved_epoch, train
 from perfspec.settings import DatasetSettings, TrainSettings
 from tests.synthetic import chain_actions
@@ -60,6 +63,41 @@ def test_the_bundle_matches_the_kept_model_and_an_older_run_dir_gets_one(tmp_pat
     (tmp_path / BUNDLE_NAME).unlink()  # a run dir finished before bundles existed
     again = train(tiny_dataset(), TINY, tmp_path)
     assert again.epochs_this_call == 0 and (tmp_path / BUNDLE_NAME).read_bytes() == written
+
+
+@pytest.mark.parametrize("family", ["gru", "transformer"])
+def test_every_family_gets_a_bundle_that_answers_like_its_model(tmp_path: Path, family: str) -> None:
+    settings = TINY.model_copy(update={"family": family, "epochs": 2})
+    result = train(tiny_dataset(), settings, tmp_path)
+    assert result.epochs_done == 2 and (tmp_path / BUNDLE_NAME).is_file()
+    scorer, vocab, _ = read_bundle(tmp_path / BUNDLE_NAME)
+    assert scorer.family == family and vocab == tiny_dataset().vocab
+    predictor = Predictor.load(tmp_path)
+    assert (predictor.backend, predictor.family, predictor.window) == ("bundle", family, 4)
+    x, _ = tiny_dataset().windows("test")
+    expected = load_network(tmp_path / "model.keras").predict(x, verbose=0)
+    np.testing.assert_allclose(predictor.probabilities_batch(x), expected, atol=2e-6, rtol=1e-4)
+
+
+def test_a_model_the_numpy_path_cannot_run_is_an_input_error(tmp_path: Path, monkeypatch: Any) -> None:
+    """Every network ``build_model`` makes has a NumPy path; anything else must not be left half-served."""
+    import keras
+
+    from perfspec.learn import network
+
+    def unsupported(vocab_size: int, window: int, settings: TrainSettings, steps_per_epoch: int = 1) -> Any:
+        inputs = keras.Input(shape=(window,), dtype="int32")
+        hidden = keras.layers.Embedding(vocab_size, settings.embedding_dim)(inputs)
+        hidden = keras.layers.SimpleRNN(settings.lstm_units)(hidden)
+        model = keras.Model(inputs, keras.layers.Dense(vocab_size, activation="softmax")(hidden))
+        network.compile_model(model, settings, steps_per_epoch)
+        return model
+
+    monkeypatch.setattr(network, "build_model", unsupported)
+    (tmp_path / BUNDLE_NAME).write_bytes(b"stale")
+    with pytest.raises(InputError, match="NumPy predictor does not implement"):
+        train(tiny_dataset(), TINY.model_copy(update={"epochs": 1}), tmp_path)
+    assert not (tmp_path / BUNDLE_NAME).exists()  # no stale bundle beside a model it does not describe
 
 
 def test_more_epochs_continue_a_finished_training(tmp_path: Path) -> None:

@@ -52,8 +52,9 @@ class ActionsFile:
 def read_actions(path: Path) -> ActionsFile:
     """Read one action a line; blank lines are ignored, lines with inner whitespace are set aside.
 
-    A file that is not an action list (binary, compressed, an audit log) is an ``InputError``: more
-    than a tenth of its lines not shaped like ``verb_resource`` means it is something else.
+    A file that is not an action list (binary, compressed, an audit log) is an ``InputError``: no line,
+    or (from 20 lines on) more than a tenth of them, shaped like ``verb_resource`` means it is something
+    else.
     """
     path = Path(path)
     if not path.is_file():
@@ -91,7 +92,7 @@ def _refuse_non_action_file(path: Path) -> None:
     lines = [line.strip() for line in head.decode("utf-8", errors="replace").splitlines()[:2000]]
     lines = [line for line in lines if line]
     foreign = sum(1 for line in lines if not _ACTION.match(line))
-    if lines and foreign > _MAX_FOREIGN_SHARE * len(lines):
+    if lines and (foreign == len(lines) or (len(lines) >= 20 and foreign > _MAX_FOREIGN_SHARE * len(lines))):
         example = next(line for line in lines if not _ACTION.match(line))[:80]
         raise InputError(
             f"{path} does not look like an action list: {foreign} of its first {len(lines)} lines are not "

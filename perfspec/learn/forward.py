@@ -25,7 +25,7 @@ can fall back to Keras for anything else. ``tests/test_forward.py`` checks every
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
@@ -73,11 +73,10 @@ def _meta_int(meta: Mapping[str, Any], key: str) -> int:
     return value
 
 
-def _check_meta(cls: type, meta: Mapping[str, Any], expected: dict[str, Any]) -> None:
+def _check_meta(family: str, meta: Mapping[str, Any], expected: dict[str, Any]) -> None:
     """``meta`` must name this family (when it names one) and agree with the arrays."""
-    family = meta.get("family", cls.family)  # type: ignore[attr-defined]
-    if family != cls.family:  # type: ignore[attr-defined]
-        raise ValueError(f"meta is for family {family!r}, not {cls.family!r}")  # type: ignore[attr-defined]
+    if meta.get("family", family) != family:
+        raise ValueError(f"meta is for family {meta.get('family')!r}, not {family!r}")
     wrong = [key for key, value in expected.items() if key in meta and meta[key] != value]
     if wrong:
         raise ValueError(f"meta does not fit the arrays: {', '.join(wrong)}")
@@ -94,6 +93,18 @@ def _ids(ids: np.ndarray, window: int, classes: int) -> np.ndarray:
     return ids
 
 
+_CHUNK = 256  # windows per pass: each step's arrays stay in cache (2x faster on batches of thousands)
+
+
+def _in_chunks(forward: Callable[[np.ndarray], np.ndarray], ids: np.ndarray, classes: int) -> np.ndarray:
+    if ids.shape[0] <= _CHUNK:
+        return forward(ids)
+    out = np.empty((ids.shape[0], classes), dtype=_F32)
+    for start in range(0, ids.shape[0], _CHUNK):
+        out[start : start + _CHUNK] = forward(ids[start : start + _CHUNK])
+    return out
+
+
 def _softmax_rows(logits: np.ndarray) -> np.ndarray:
     """Softmax over the last axis, in place."""
     logits -= logits.max(axis=-1, keepdims=True)
@@ -104,6 +115,45 @@ def _softmax_rows(logits: np.ndarray) -> np.ndarray:
 
 def _f32(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=_F32)
+
+
+class _Net:
+    """What every net shares: ``classes`` and the checked, chunked ``probabilities``."""
+
+    window: int
+    dense_bias: np.ndarray
+
+    @property
+    def classes(self) -> int:
+        return int(self.dense_bias.shape[0])
+
+    def probabilities(self, ids: np.ndarray) -> np.ndarray:
+        """(n, window) int ids -> (n, classes) float32 next-action probabilities (rows sum to 1)."""
+        return _in_chunks(self._forward, _ids(ids, self.window, self.classes), self.classes)
+
+    def _forward(self, ids: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _RecurrentNet(_Net):
+    """What LSTMNet and GRUNet share besides that."""
+
+    family: ClassVar[str]
+    layers: tuple[Any, ...]
+
+    @property
+    def units(self) -> list[int]:
+        return [int(layer.recurrent.shape[0]) for layer in self.layers]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(window={self.window}, classes={self.classes}, units={self.units})"
+
+    def _named(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta = {"family": self.family, "window": self.window, "vocab_size": self.classes, "units": self.units}
+        return meta, self._named()
 
 
 # --- LSTM -----------------------------------------------------------------------------------------
@@ -154,8 +204,8 @@ def _lstm_layer(proj: np.ndarray, recurrent: np.ndarray, keep_sequence: bool) ->
     return sequence if keep_sequence else h
 
 
-@dataclass(frozen=True, eq=False)
-class LSTMNet:
+@dataclass(frozen=True, eq=False, repr=False)
+class LSTMNet(_RecurrentNet):
     """Embedding -> stacked LSTMs (the last returns its final state) -> Dense softmax."""
 
     family: ClassVar[str] = "lstm"
@@ -198,20 +248,7 @@ class LSTMNet:
             self, "_fast", (_lstm_columns(self.table), fast, _f32(self.dense_kernel), _f32(self.dense_bias))
         )
 
-    @property
-    def classes(self) -> int:
-        return int(self.dense_bias.shape[0])
-
-    @property
-    def units(self) -> list[int]:
-        return [int(layer.recurrent.shape[0]) for layer in self.layers]
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(window={self.window}, classes={self.classes}, units={self.units})"
-
-    def probabilities(self, ids: np.ndarray) -> np.ndarray:
-        """(n, window) int ids -> (n, classes) float32 next-action probabilities."""
-        ids = _ids(ids, self.window, self.classes)
+    def _forward(self, ids: np.ndarray) -> np.ndarray:
         table, layers, dense_kernel, dense_bias = self._fast
         proj = table[ids.T]  # (W, n, 4u), time-major: each step's rows are contiguous
         last = len(layers) - 1
@@ -236,10 +273,6 @@ class LSTMNet:
         named["dense_bias"] = self.dense_bias
         return named
 
-    def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        meta = {"family": self.family, "window": self.window, "vocab_size": self.classes, "units": self.units}
-        return meta, self._named()
-
     @classmethod
     def from_arrays(cls, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Self:
         """From ``to_arrays``' output; meta ``lstm_units`` (version-1 bundles) stands for ``units``."""
@@ -260,7 +293,7 @@ class LSTMNet:
             for index in range(len(units))
         )
         net = cls(_meta_int(meta, "window"), got["table"], layers, got["dense_kernel"], got["dense_bias"])
-        _check_meta(cls, {**meta, "units": units}, {"vocab_size": net.classes, "units": net.units})
+        _check_meta(cls.family, {**meta, "units": units}, {"vocab_size": net.classes, "units": net.units})
         return net
 
 
@@ -324,8 +357,8 @@ def _gru_layer(
     return sequence if keep_sequence else h
 
 
-@dataclass(frozen=True, eq=False)
-class GRUNet:
+@dataclass(frozen=True, eq=False, repr=False)
+class GRUNet(_RecurrentNet):
     """Embedding -> stacked GRUs (Keras defaults, ``reset_after=True``) -> Dense softmax."""
 
     family: ClassVar[str] = "gru"
@@ -373,20 +406,7 @@ class GRUNet:
             self, "_fast", (_gru_halve(table), tuple(fast), _f32(self.dense_kernel), _f32(self.dense_bias))
         )
 
-    @property
-    def classes(self) -> int:
-        return int(self.dense_bias.shape[0])
-
-    @property
-    def units(self) -> list[int]:
-        return [int(layer.recurrent.shape[0]) for layer in self.layers]
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(window={self.window}, classes={self.classes}, units={self.units})"
-
-    def probabilities(self, ids: np.ndarray) -> np.ndarray:
-        """(n, window) int ids -> (n, classes) float32 next-action probabilities."""
-        ids = _ids(ids, self.window, self.classes)
+    def _forward(self, ids: np.ndarray) -> np.ndarray:
         table, layers, dense_kernel, dense_bias = self._fast
         proj = table[ids.T]  # (W, n, 3u), time-major
         last = len(layers) - 1
@@ -412,10 +432,6 @@ class GRUNet:
         named["dense_bias"] = self.dense_bias
         return named
 
-    def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        meta = {"family": self.family, "window": self.window, "vocab_size": self.classes, "units": self.units}
-        return meta, self._named()
-
     @classmethod
     def from_arrays(cls, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Self:
         units = meta.get("units")
@@ -438,7 +454,7 @@ class GRUNet:
             for index in range(len(units))
         )
         net = cls(_meta_int(meta, "window"), got["table"], layers, got["dense_kernel"], got["dense_bias"])
-        _check_meta(cls, meta, {"vocab_size": net.classes, "units": net.units})
+        _check_meta(cls.family, meta, {"vocab_size": net.classes, "units": net.units})
         return net
 
 
@@ -496,6 +512,9 @@ def _normalize(x: np.ndarray, epsilon: float) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class _FastBlock:
+    heads: int
+    key_dim: int
+    value_dim: int
     qkv_kernel: np.ndarray  # (d, heads*(2*key_dim + value_dim)): LN1 folded in, queries scaled
     qkv_bias: np.ndarray
     q_kernel: np.ndarray  # the query part alone (the last block: the newest position's query only)
@@ -533,6 +552,9 @@ def _fast_block(block: TransformerBlock) -> _FastBlock:
     ff1_kernel, ff1_bias = _fold_norm(block.ln2_gamma, block.ln2_beta, block.ff1_kernel, block.ff1_bias)
     q = heads * key_dim
     return _FastBlock(
+        heads=int(heads),
+        key_dim=int(key_dim),
+        value_dim=int(value_dim),
         qkv_kernel=qkv_kernel,
         qkv_bias=qkv_bias,
         q_kernel=_f32(qkv_kernel[:, :q]),
@@ -548,8 +570,8 @@ def _fast_block(block: TransformerBlock) -> _FastBlock:
     )
 
 
-@dataclass(frozen=True, eq=False)
-class TransformerNet:
+@dataclass(frozen=True, eq=False, repr=False)
+class TransformerNet(_Net):
     """Embedding + positions -> pre-norm causal blocks -> LayerNorm -> newest position -> Dense softmax."""
 
     family: ClassVar[str] = "transformer"
@@ -612,10 +634,6 @@ class TransformerNet:
         object.__setattr__(self, "_fast", fast)
 
     @property
-    def classes(self) -> int:
-        return int(self.dense_bias.shape[0])
-
-    @property
     def dim(self) -> int:
         return int(self.embedding.shape[1])
 
@@ -623,16 +641,13 @@ class TransformerNet:
         sizes = ", ".join(f"{key}={value}" for key, value in self._sizes().items() if key != "vocab_size")
         return f"TransformerNet(window={self.window}, classes={self.classes}, {sizes})"
 
-    def probabilities(self, ids: np.ndarray) -> np.ndarray:
-        """(n, window) int ids -> (n, classes) float32 next-action probabilities."""
-        ids = _ids(ids, self.window, self.classes)
+    def _forward(self, ids: np.ndarray) -> np.ndarray:
         embedding, positions, blocks, dense_kernel, dense_bias, mask = self._fast
         n, steps = ids.shape
         x = embedding[ids]  # (n, W, d)
         x += positions
         for index, block in enumerate(blocks):
-            heads, key_dim = self.blocks[index].query_kernel.shape[1:]
-            value_dim = self.blocks[index].value_kernel.shape[2]
+            heads, key_dim, value_dim = block.heads, block.key_dim, block.value_dim
             q_width = heads * key_dim
             y = _normalize(x, self.epsilon)
             if index < len(blocks) - 1:  # every position: the next block needs them all
@@ -658,7 +673,7 @@ class TransformerNet:
                 x = x[:, -1]
             update = attended @ block.output_kernel
             update += block.output_bias
-            x = x + update
+            x = x + update  # a new array: ``x`` may be a view of the last position
             inner = _normalize(x, self.epsilon) @ block.ff1_kernel
             inner += block.ff1_bias
             np.maximum(inner, 0, out=inner)
@@ -726,7 +741,7 @@ class TransformerNet:
             dense_bias=got["dense_bias"],
             epsilon=epsilon,
         )
-        _check_meta(cls, meta, net._sizes())
+        _check_meta(cls.family, meta, net._sizes())
         return net
 
 
