@@ -164,7 +164,7 @@ def register_and_promote(
         recorded = PromotionDecision(**json.loads(existing.tags[TAG_DECISION_RECORD]))
         _note_in_run_dir(run_dir, recorded)
         try:
-            current = client.get_model_version_by_alias(name, alias).version
+            current = str(client.get_model_version_by_alias(name, alias).version)
         except MlflowException:
             current = None
         return dataclasses.replace(recorded, replayed=True, current_champion=current)
