@@ -9,13 +9,14 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: setup run test test-fast lint bench clean-data help
+.PHONY: setup run test test-fast lint bench screenshots clean-data help
 
 help:
 	@echo "make run    - set up .venv and run the full pipeline on the bundled sample (offline)"
 	@echo "make test   - set up .venv, lint, and run the whole test suite"
 	@echo "make test-fast - tests without the slow ones"
 	@echo "make bench  - benchmarks (see bench/README.md); results go to bench/RESULTS.md by hand"
+	@echo "make screenshots - headless-Chromium screenshots of the MLflow UI pages (needs chromium)"
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -41,6 +42,9 @@ test-fast: setup
 
 bench: setup
 	.venv/bin/python -m bench
+
+screenshots: setup
+	.venv/bin/python scripts/screenshots.py --data-dir perfspec-data --out screenshots
 
 clean-data:
 	rm -rf perfspec-data

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("clean", "predict")
+BENCHMARKS = ("clean", "predict", "sweep")
 
 
 def _load(name: str):  # type: ignore[no-untyped-def]

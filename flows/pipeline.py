@@ -11,6 +11,7 @@ from pydantic import PositiveInt
 from flows.config import SAMPLE_LOG, flow_settings
 from flows.prepare import prepare
 from flows.summary import markdown_summary, topk_rows
+from flows.sweep import sweep as sweep_flow
 from flows.train import train
 from tasks.records import PipelineResult
 
@@ -29,7 +30,8 @@ def mlflow_run_url(tracking_uri: str, run_id: str) -> str | None:
 
 
 @flow(
-    name="pipeline", description="Audit logs -> actions -> dataset -> LSTM vs baselines -> MLflow @champion"
+    name="pipeline",
+    description="Audit logs -> actions -> dataset -> n-gram vs neural (blocked CV) -> MLflow @champion",
 )
 def pipeline(
     sources: list[str] | None = None,
@@ -37,16 +39,23 @@ def pipeline(
     epochs: PositiveInt | None = None,
     data_dir: Path | None = None,
     fresh: bool = False,
+    sweep: bool | None = None,
 ) -> PipelineResult:
-    """With neither ``sources`` nor ``actions_file``, runs on the bundled sample (a few epochs)."""
+    """With neither ``sources`` nor ``actions_file``, runs on the bundled sample (a few epochs).
+
+    ``sweep`` (default: setting ``selection.nightly_sweep``) trains the families of
+    ``selection.sweep_families`` as a sweep instead of the single neural family.
+    """
     settings = flow_settings(data_dir)
     if not sources and actions_file is None:
         sources = [str(SAMPLE_LOG)]
         epochs = epochs or settings.prefect.sample_epochs
     prepared = prepare(sources=sources, actions_file=actions_file, data_dir=data_dir)
-    trained = train(
-        dataset_dir=Path(prepared.dataset.dataset_dir), epochs=epochs, data_dir=data_dir, fresh=fresh
-    )
+    dataset_dir = Path(prepared.dataset.dataset_dir)
+    if settings.selection.nightly_sweep if sweep is None else sweep:
+        trained = sweep_flow(dataset_dir=dataset_dir, epochs=epochs, data_dir=data_dir)
+    else:
+        trained = train(dataset_dir=dataset_dir, epochs=epochs, data_dir=data_dir, fresh=fresh)
     result = PipelineResult(
         prepared=prepared, trained=trained, run_url=mlflow_run_url(trained.tracking_uri, trained.run_id)
     )

@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from tasks.records import PipelineResult
-
-# ``test_<model>_top<k>`` after flattening ``{"test": {model: {"top1": ...}}}``; the ``test_changes`` part
-# (windows whose target differs from the last action) is a separate view, not a model.
-_TOPK = re.compile(r"^test_(?!changes_)(?P<model>[a-z][a-z0-9_]*?)_top(?P<k>\d+)$")
-MODEL_ORDER = ("lstm", "ngram", "most_frequent")
-
-
-def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{name}_")
-        else:
-            flat[name] = value
-    return flat
 
 
 def topk_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
@@ -69,13 +52,17 @@ def markdown_summary(result: PipelineResult, ui_hint: str | None = None) -> str:
         )
     if leak:
         warn = " — **scores measure memorisation**" if leak.get("warning") else ""
-        lines.append(f"- leakage (held-out windows seen verbatim in training): val {leak['val']:.3f}, "
-                     f"test {leak['test']:.3f}{warn}")
+        lines.append(
+            f"- leakage (held-out windows seen verbatim in training): val {leak['val']:.3f}, "
+            f"test {leak['test']:.3f}{warn}"
+        )
     for model in trained.models:
         extra = ", ".join(f"{k} {v}" for k, v in model.info.items() if k in ("order", "best_epoch", "weight"))
         cv = f", CV top-5 {model.cv_top5_mean:.4f}" if model.cv_top5_mean is not None else ""
-        lines.append(f"- `{model.name}` ({model.family}): hold-out top-5 {model.test_top5:.4f}{cv}"
-                     + (f" ({extra})" if extra else ""))
+        lines.append(
+            f"- `{model.name}` ({model.family}): hold-out top-5 {model.test_top5:.4f}{cv}"
+            + (f" ({extra})" if extra else "")
+        )
     lines.append(f"- candidate: `{m.get('champion_candidate')}` (best CV mean {m.get('target_metric')})")
     lines.append(f"- run dir: `{trained.run_dir}`")
     rows = topk_rows(trained.metrics)

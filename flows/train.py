@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from prefect import flow
+from prefect import flow, unmapped
 from pydantic import PositiveInt
 
 from flows.config import flow_settings
@@ -30,8 +30,11 @@ def score_models(
     """The experiment's steps as tasks: neural configs mapped (bounded by ``sweep_concurrency``)."""
     selection = settings.selection
     scored = [run_step(score_baselines, dataset_dir=dataset_dir, run_dir=run_dir, selection=selection)]
-    futures = train_model.map(
-        dataset_dir=dataset_dir, run_dir=run_dir, config=[c.to_dict() for c in configs], selection=selection
+    futures = train_model.map(  # only config varies (a pydantic model is iterable: unmapped)
+        dataset_dir=dataset_dir,
+        run_dir=run_dir,
+        config=[c.to_dict() for c in configs],
+        selection=unmapped(selection),
     )
     neural = [future.result() for future in futures]
     scored += neural

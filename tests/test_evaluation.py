@@ -18,7 +18,9 @@ from perfspec.settings import DatasetSettings, Settings, TrainSettings
 from tests.synthetic import chain_actions
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-TINY = TrainSettings(embedding_dim=8, lstm_units=16, epochs=4, batch_size=32, learning_rate=0.02, seed=1)
+TINY = TrainSettings(
+    embedding_dim=8, lstm_units=16, dropout=0.0, epochs=4, batch_size=32, learning_rate=0.02, seed=1
+)
 
 
 @pytest.fixture(scope="module")

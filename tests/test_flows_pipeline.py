@@ -1,24 +1,51 @@
 """The pipeline flow on the bundled real sample, under a real Prefect test server and a temporary MLflow
 SQLite store: it completes, MLflow holds the run + model + @champion, Prefect holds the artifacts, a
-re-run is served from the cache, and bad input fails naming the step."""
+re-run resumes (cached preparation, no new training, the same MLflow run), a sweep logs a parent run
+with its children, and bad input fails naming the step."""
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from perfspec.errors import InputError
+from perfspec.settings import get_settings
 from tests import prefect_harness
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample" / "audit-logs.csv.gz"
+# A small neural model and 3 CV folds keep the 4 trainings (3 folds + hold-out) of the sample short.
+SMALL = {
+    "PERFSPEC_TRAIN__LSTM_UNITS": "16",
+    "PERFSPEC_TRAIN__EMBEDDING_DIM": "8",
+    "PERFSPEC_SELECTION__CV_FOLDS": "3",
+    "PERFSPEC_SELECTION__NGRAM_ORDERS": "[1, 2, 3, 4]",
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
 def harness(request: pytest.FixtureRequest) -> Path:
     return prefect_harness.start(request)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_settings() -> Iterator[None]:
+    """The flows read settings from the environment (like a deployment); restored afterwards."""
+    saved = {key: os.environ.get(key) for key in [*SMALL, "MLFLOW_TRACKING_URI"]}
+    os.environ.update(SMALL)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # the embedded SQLite store under the data dir
+    get_settings.cache_clear()
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +56,6 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def first_run(data_dir: Path):
     """One real pipeline run on the sample (2 epochs), shared by the assertions below."""
-    import os
-
-    os.environ.pop("MLFLOW_TRACKING_URI", None)  # the embedded SQLite store under the data dir
     from flows.pipeline import pipeline
 
     return pipeline(sources=[str(SAMPLE)], epochs=2, data_dir=data_dir)
@@ -48,6 +72,20 @@ def _task_runs_since(since: datetime) -> list:
     return sorted(runs, key=lambda r: r.created)
 
 
+def _stamps(run_dir: Path, names: list[str]) -> dict[str, int]:
+    """Modification times of a neural model's scores, hold-out model and every CV fold's files."""
+    files = [run_dir / "scores" / f"{name}.npz" for name in names]
+    for name in names:
+        files += sorted((run_dir / "models" / name).rglob("*")) + sorted(
+            run_dir.glob(f"cv/fold-*/{name}/**/*")
+        )
+    return {str(f.relative_to(run_dir)): f.stat().st_mtime_ns for f in files if f.is_file()}
+
+
+def _neural(trained) -> list[str]:
+    return [m.name for m in trained.models if m.family in ("lstm", "gru", "transformer")]
+
+
 @pytest.mark.slow
 def test_pipeline_completes_on_the_sample(first_run, data_dir: Path) -> None:
     prepared, trained = first_run.prepared, first_run.trained
@@ -58,33 +96,63 @@ def test_pipeline_completes_on_the_sample(first_run, data_dir: Path) -> None:
     produced = Path(prepared.actions.actions_txt).read_text()
     assert produced.splitlines() == expected.splitlines()[:2163]
     assert Path(prepared.dataset.dataset_dir).parent == data_dir / "datasets"
-    assert trained.train.epochs_done == 2 and Path(trained.train.model_path).is_file()
-    assert trained.metrics["test"]["lstm"]["top1"] > 0
+
+    run_dir = Path(trained.run_dir)
+    assert run_dir.parent == (data_dir / "runs").resolve()
+    assert json.loads((run_dir / "metrics.json").read_text()) == trained.metrics
+    assert (run_dir / "predictor.npz").is_file()
+    metrics = trained.metrics
+    assert metrics["dataset"]["actions"] == 2163 and metrics["dataset"]["repeats_removed"] == 0
+    assert metrics["cv_folds"] == 3 and metrics["models"]["ngram"]["order"] in (1, 2, 3, 4)
+    # the scored models: the n-gram, the neural model and its mixture, each as in metrics.json
+    [neural] = _neural(trained)
+    assert [m.name for m in trained.models] == ["ngram", neural, f"mixture-{neural}"]
+    assert neural.startswith("lstm-16x1-e8-")
+    assert set(metrics["test"]) == {"ngram", "most_frequent", neural, f"mixture-{neural}"}
+    for model in trained.models:
+        assert model.run_dir == trained.run_dir
+        assert model.test_top5 == pytest.approx(metrics["test"][model.name]["top5"])
+        assert model.cv_top5_mean == pytest.approx(metrics["cv"][model.name]["top5"]["mean"])
+        assert (run_dir / "scores" / f"{model.name}.npz").is_file()
+    by_name = {m.name: m for m in trained.models}
+    assert by_name[neural].info["epochs"] == 2 and by_name[neural].info["best_epoch"] in (1, 2)
+    assert (run_dir / "models" / neural / "model.keras").is_file()
+    assert len(list(run_dir.glob(f"cv/fold-*/{neural}/model.keras"))) == 3
+    assert metrics["test"][neural]["top5"] > 0  # 2 epochs: trained, not good
+    assert metrics["test"]["ngram"]["top5"] > metrics["test"]["most_frequent"]["top5"]
 
 
 @pytest.mark.slow
 def test_mlflow_has_the_run_the_model_and_the_champion(first_run, data_dir: Path) -> None:
+    import mlflow
     from mlflow import MlflowClient
 
     trained = first_run.trained
-    assert trained.tracking_uri == f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}"
+    metrics, candidate = trained.metrics, trained.metrics["champion_candidate"]
+    assert trained.tracking_uri == f"sqlite:///{(data_dir / 'mlflow' / 'mlflow.db').resolve()}"
     client = MlflowClient(trained.tracking_uri)
     run = client.get_run(trained.run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["test_lstm_top1"] == pytest.approx(trained.metrics["test"]["lstm"]["top1"])
-    for model in ("ngram", "most_frequent"):
-        assert f"test_{model}_top5" in run.data.metrics
-    assert len(client.get_metric_history(trained.run_id, "val_loss")) == 2  # one point per epoch
+    assert run.info.run_name == f"{candidate} · 2,163 actions"
+    assert run.data.metrics["top5"] == pytest.approx(metrics["test"][candidate]["top5"])
+    assert run.data.metrics["top5_ngram"] == pytest.approx(metrics["test"]["ngram"]["top5"])
+    for model in metrics["test"]:
+        assert run.data.metrics[f"test_{model}_top5"] == pytest.approx(metrics["test"][model]["top5"])
+    assert len(client.get_metric_history(trained.run_id, "epoch_val_loss")) == 2  # one point per epoch
     assert run.data.tags["dataset_fingerprint"] == first_run.prepared.dataset.fingerprint
+
     champion = client.get_model_version_by_alias("perfspec", "champion")
-    assert champion.run_id == trained.run_id and trained.promotion.promoted
-    import mlflow
+    assert champion.run_id == trained.run_id
+    assert trained.promotion.promoted and trained.promotion.run_id == trained.run_id
+    assert trained.promotion.decision["version"] == str(champion.version)
+    record = json.loads((Path(trained.run_dir) / "mlflow.json").read_text())
+    assert record["run_id"] == trained.run_id and record["version"] == str(champion.version)
 
     mlflow.set_tracking_uri(trained.tracking_uri)
     model = mlflow.models.get_model_info("models:/perfspec@champion")
     assert model.signature is not None and model.run_id == trained.run_id
     artifacts = {a.path for a in client.list_artifacts(trained.run_id)}
-    assert {"metrics.json", "history.json"} <= artifacts
+    assert {"metrics.json", "cv.csv", "plots", "dataset"} <= artifacts
 
 
 @pytest.mark.slow
@@ -98,24 +166,35 @@ def test_prefect_has_the_artifacts(first_run) -> None:
         assert found, f"no Prefect artifact {key!r}"
         return max(found, key=lambda a: a.created)
 
+    trained = first_run.trained
+    candidate = trained.metrics["champion_candidate"]
     summary = latest("pipeline-summary")
     assert summary.type == "markdown"
-    assert "2163 actions" in summary.data and first_run.trained.run_id in summary.data
-    assert "## Champion decision" in summary.data and "| lstm |" in summary.data
+    assert "2163 actions" in summary.data and trained.run_id in summary.data
+    assert f"- candidate: `{candidate}`" in summary.data
+    assert "## Champion decision" in summary.data and "promoted to @champion" in summary.data
+    for model in trained.metrics["test"]:
+        assert f"| {model} |" in summary.data
 
     table = latest("topk-metrics")
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
-    assert [r["model"] for r in rows] == ["lstm", "ngram", "most_frequent"]
-    assert rows[0]["top1"] == pytest.approx(first_run.trained.metrics["test"]["lstm"]["top1"], abs=1e-4)
+    assert {r["model"] for r in rows} == set(trained.metrics["test"])
+    cv = [r["cv_top5"] for r in rows]
+    assert cv == sorted(cv, reverse=True)  # best CV first: the candidate's row is on top
+    by_model = {r["model"]: r for r in rows}
+    assert by_model[candidate]["cv_top5"] == cv[0]
+    assert by_model["ngram"]["top5"] == pytest.approx(trained.metrics["test"]["ngram"]["top5"], abs=1e-4)
 
     progress = latest("training-progress")
     assert progress.type == "progress" and float(progress.data) == pytest.approx(100.0)
 
 
 @pytest.mark.slow
-def test_rerun_on_unchanged_data_skips_cleaning_and_dataset_building(first_run, data_dir: Path) -> None:
+def test_rerun_on_unchanged_data_resumes(first_run, data_dir: Path) -> None:
     from flows.pipeline import pipeline
 
+    run_dir = Path(first_run.trained.run_dir)
+    before = _stamps(run_dir, _neural(first_run.trained))
     since = datetime.now(UTC)
     again = pipeline(sources=[str(SAMPLE)], epochs=2, data_dir=data_dir)
     states = {r.name.rsplit("-", 1)[0]: r.state.name for r in _task_runs_since(since)}
@@ -123,12 +202,44 @@ def test_rerun_on_unchanged_data_skips_cleaning_and_dataset_building(first_run, 
     assert states["build-actions"] == "Cached"
     assert states["build-dataset"] == "Cached"
     assert again.prepared == first_run.prepared
-    # same data + settings -> same run dir; training had nothing left to do (resumed at epoch 2 of 2)
-    assert again.trained.train.run_dir == first_run.trained.train.run_dir
-    assert again.trained.train.epochs_this_call == 0
-    # ... and nothing new in MLflow: the same run, the same registered version and decision
+    # same data + settings -> the same run dir; the neural model's scores and trainings are reused as
+    # they are (not one file rewritten), so nothing was trained again
+    assert again.trained.run_dir == first_run.trained.run_dir
+    assert _stamps(run_dir, _neural(again.trained)) == before
+    assert again.trained.models == first_run.trained.models
+    assert again.trained.metrics["test"] == first_run.trained.metrics["test"]
+    # ... and nothing new in MLflow: the same run, the same registered version, the decision replayed
     assert again.trained.run_id == first_run.trained.run_id
-    assert again.trained.promotion.decision["version"] == first_run.trained.promotion.decision["version"]
+    decision = again.trained.promotion.decision
+    assert decision["version"] == first_run.trained.promotion.decision["version"]
+    assert decision["replayed"] and "when first logged" in again.trained.promotion.describe()
+
+
+@pytest.mark.slow
+def test_sweep_flow_logs_a_parent_run_with_one_child_per_model(first_run, data_dir: Path) -> None:
+    from mlflow import MlflowClient
+
+    from flows.sweep import sweep
+
+    swept = sweep(
+        dataset_dir=Path(first_run.prepared.dataset.dataset_dir),
+        families=["ngram"],  # counts models only: the flow's wiring, without training
+        data_dir=data_dir,
+    )
+    assert Path(swept.run_dir).name.startswith("sweep-") and swept.run_dir != first_run.trained.run_dir
+    assert [m.name for m in swept.models] == ["ngram"]
+    assert set(swept.metrics["models"]) == {"ngram", "most_frequent"}
+    client = MlflowClient(swept.tracking_uri)
+    parent = client.get_run(swept.run_id)
+    assert parent.data.tags["perfspec.kind"] == "sweep"
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{swept.run_id}'", max_results=50
+    )
+    assert sorted(c.info.run_name for c in children) == [
+        "most_frequent · 2,163 actions",
+        "ngram · 2,163 actions",
+    ]
+    assert swept.promotion.run_id == swept.run_id and swept.promotion.decision["version"]
 
 
 def test_bad_input_fails_the_flow_naming_the_step(tmp_path: Path) -> None:

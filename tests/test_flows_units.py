@@ -47,20 +47,124 @@ def test_user_environment_wins(tmp_path: Path) -> None:
     assert runtime.ui_hints() == ["Prefect UI:  http://127.0.0.1:4200", "MLflow UI:   http://127.0.0.1:5000"]
 
 
-def test_topk_rows_read_the_evaluation_metrics() -> None:
+def _metrics() -> dict:
+    """The parts of a ``metrics.json`` the summaries read (perfspec.learn.evaluation's contract)."""
+    return {
+        "dataset": {"actions": 600, "original_actions": 1200, "repeats_removed": 600},
+        "leakage": {"val": 0.1, "test": 0.62, "warning": True},
+        "test": {
+            "ngram": {"top1": 0.47, "top5": 0.9},
+            "most_frequent": {"top1": 0.1, "top5": 0.4},
+            "lstm-8x1-e4-d0": {"top1": 0.5, "top5": 0.95},
+            "mixture-lstm-8x1-e4-d0": {"top1": 0.48, "top5": 0.91},
+        },
+        "test_changes": {"ngram": {"top1": 0.1}},
+        "cv": {
+            "ngram": {"top5": {"mean": 0.88, "std": 0.01}},
+            "lstm-8x1-e4-d0": {"top5": {"mean": 0.86, "std": 0.02}},
+            "mixture-lstm-8x1-e4-d0": {"top5": {"mean": 0.881234, "std": 0.01}},
+        },
+        "champion_candidate": "mixture-lstm-8x1-e4-d0",
+        "target_metric": "top5",
+    }
+
+
+def test_topk_rows_put_the_best_cv_model_first() -> None:
     from flows.summary import topk_rows
 
-    metrics = {
-        "test": {"ngram": {"top1": 0.47, "top10": 0.87}, "lstm": {"top1": 0.5, "top3": 0.7, "top10": 0.9}},
-        "test_changes": {"lstm": {"top1": 0.1}},
-        "lstm_vs_best_baseline": {"top1": 0.03},
-        "val": {"lstm": {"top1": 1.0}},
-    }
-    assert topk_rows(metrics) == [
-        {"model": "lstm", "top1": 0.5, "top3": 0.7, "top10": 0.9},
-        {"model": "ngram", "top1": 0.47, "top10": 0.87},
+    rows = topk_rows(_metrics())
+    assert [r["model"] for r in rows] == [
+        "mixture-lstm-8x1-e4-d0",
+        "ngram",
+        "lstm-8x1-e4-d0",
+        "most_frequent",
     ]
-    assert topk_rows({"test_lstm_top5": 0.25}) == [{"model": "lstm", "top5": 0.25}]
+    assert rows[0] == {"model": "mixture-lstm-8x1-e4-d0", "top1": 0.48, "top5": 0.91, "cv_top5": 0.8812}
+    assert rows[-1]["cv_top5"] == ""  # not cross-validated: ranked by its hold-out top-5
+    # no CV at all (--cv 0): hold-out top-5 decides the order
+    no_cv = {"test": _metrics()["test"]}
+    assert [r["model"] for r in topk_rows(no_cv)][:2] == ["lstm-8x1-e4-d0", "mixture-lstm-8x1-e4-d0"]
+    assert topk_rows({}) == []
+
+
+def _pipeline_result(decision: dict):
+    from tasks.records import (
+        ActionsOutput,
+        CleanOutput,
+        DatasetOutput,
+        PipelineResult,
+        PreparedData,
+        PromotionOutput,
+        ScoredModel,
+        TrainedRun,
+    )
+
+    prepared = PreparedData(
+        sources=["audit.jsonl"],
+        clean=CleanOutput(
+            out_dir="c", events="c/e", events_sha256="x", read=10, kept=8, duplicates=1, rejected=1
+        ),
+        actions=ActionsOutput(actions_txt="a.txt", actions_sha256="y", actions=1200, distinct=6),
+        dataset=DatasetOutput(
+            dataset_dir="d", fingerprint="f" * 64, actions=600, vocab_size=7, windows={"train": 400}
+        ),
+    )
+    models = [
+        ScoredModel(
+            name="ngram", family="ngram", run_dir="r", test_top5=0.9, cv_top5_mean=0.88, info={"order": 3}
+        ),
+        ScoredModel(
+            name="lstm-8x1-e4-d0",
+            family="lstm",
+            run_dir="r",
+            test_top5=0.95,
+            cv_top5_mean=0.86,
+            info={"best_epoch": 2, "train_seconds": 1.5},
+        ),
+    ]
+    trained = TrainedRun(
+        models=models,
+        run_dir="/runs/abc",
+        metrics=_metrics(),
+        run_id="run123",
+        tracking_uri="sqlite:///m.db",
+        promotion=PromotionOutput(run_id="run123", promoted=decision["promoted"], decision=decision),
+    )
+    return PipelineResult(prepared=prepared, trained=trained)
+
+
+def test_markdown_summary_reports_data_models_candidate_and_decision() -> None:
+    from flows.summary import markdown_summary
+
+    decision = {
+        "registered_model": "perfspec",
+        "version": "2",
+        "promoted": False,
+        "reason": "v2 top5 0.9100 does not beat v1 0.9000 beyond noise",
+        "challenger_score": 0.91,
+        "champion_version": "1",
+    }
+    text = markdown_summary(_pipeline_result(decision), ui_hint="MLflow UI: http://127.0.0.1:5000")
+    lines = text.splitlines()
+    assert "- events: read 10, kept 8, duplicates 1, rejected 1" in lines
+    assert "- actions: 1200 (6 distinct)" in lines
+    assert any(line.startswith("- **repeats removed**: 600 of 1200 actions") for line in lines)
+    assert "- leakage (held-out windows seen verbatim in training): val 0.100, test 0.620 — " in text
+    assert "**scores measure memorisation**" in text
+    assert "- `ngram` (ngram): hold-out top-5 0.9000, CV top-5 0.8800 (order 3)" in lines
+    assert "- `lstm-8x1-e4-d0` (lstm): hold-out top-5 0.9500, CV top-5 0.8600 (best_epoch 2)" in lines
+    assert "- candidate: `mixture-lstm-8x1-e4-d0` (best CV mean top5)" in lines
+    assert "| model | top1 | top5 | cv_top5 |" in lines
+    assert "| mixture-lstm-8x1-e4-d0 | 0.48 | 0.91 | 0.8812 |" in lines
+    assert f"- v2 not promoted (champion kept): {decision['reason']}" in lines
+    assert "- champion_version: `1`" in lines
+    assert "- run `run123` in `sqlite:///m.db`" in lines and lines[-1] == "- MLflow UI: http://127.0.0.1:5000"
+
+    # a re-run's replayed decision says so rather than announcing an old promotion as news
+    replayed = {**decision, "version": "1", "promoted": True, "reason": "no @champion yet", "replayed": True}
+    replayed |= {"current_champion": "3", "champion_version": None}
+    text = markdown_summary(_pipeline_result(replayed))
+    assert "- v1 was promoted to @champion when first logged (nothing changed now; @champion is v3)" in text
 
 
 def test_prefect_yaml_declares_the_deployments() -> None:

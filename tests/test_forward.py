@@ -86,6 +86,15 @@ def test_arrays_round_trip_exactly(family: str, depth: int) -> None:
     assert all(fresh[k].tobytes() == arrays[k].tobytes() for k in arrays)
 
 
+def test_lstm_reads_version_one_bundle_meta() -> None:
+    """Bundles written before the other families existed say ``lstm_units`` and name no family."""
+    net = extract(_model("lstm", 2, 0.0))
+    meta, arrays = net.to_arrays()
+    old_meta = {"window": meta["window"], "vocab_size": meta["vocab_size"], "lstm_units": meta["units"]}
+    ids = _ids(8)
+    assert np.array_equal(LSTMNet.from_arrays(old_meta, arrays).probabilities(ids), net.probabilities(ids))
+
+
 @pytest.mark.parametrize("family", list(NETS))
 def test_from_arrays_refuses_misfits(family: str) -> None:
     net = extract(_model(family, 2, 0.0))

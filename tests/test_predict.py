@@ -354,9 +354,14 @@ def _version1_bundle(net: LSTMNet, vocab: Vocabulary, target: Path) -> Path:
         "vocab_counts": np.array(vocab.counts, dtype=np.int64),
         "table": net.table,
         "lstm0_recurrent": net.layers[0].recurrent,
-        "dense_kernel": net.dense_kernel,
-        "dense_bias": net.dense_bias,
     }
+    for index, layer in enumerate(net.layers[1:], start=1):
+        arrays |= {
+            f"lstm{index}_recurrent": layer.recurrent,
+            f"lstm{index}_kernel": layer.kernel,
+            f"lstm{index}_bias": layer.bias,
+        }
+    arrays |= {"dense_kernel": net.dense_kernel, "dense_bias": net.dense_bias}
     with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as archive:
         for name, array in arrays.items():
             buffer = io.BytesIO()
@@ -365,9 +370,10 @@ def _version1_bundle(net: LSTMNet, vocab: Vocabulary, target: Path) -> Path:
     return target
 
 
-def test_a_version_1_bundle_is_still_read(tmp_path: Path) -> None:
-    net = extract(_model())
-    assert isinstance(net, LSTMNet) and len(net.units) == 1
+@pytest.mark.parametrize("layers", [1, 2])
+def test_a_version_1_bundle_is_still_read(tmp_path: Path, layers: int) -> None:
+    net = extract(_model(layers=layers))
+    assert isinstance(net, LSTMNet) and len(net.units) == layers
     path = _version1_bundle(net, _vocab(23), tmp_path / BUNDLE_NAME)
     scorer, vocab, info = read_bundle(path)
     assert isinstance(scorer, LSTMNet) and scorer.units == net.units and scorer.window == 6

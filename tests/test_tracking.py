@@ -39,7 +39,7 @@ ACTIONS = 500
 
 
 def tiny_settings(data_dir: Path) -> Settings:
-    """A tiny LSTM, window 4, 3 blocked CV folds, n-gram orders 1-3; MLflow in a SQLite file under data_dir."""
+    """A tiny LSTM, window 4, 3 blocked CV folds, n-gram orders 1-3; MLflow in SQLite under data_dir."""
     settings = Settings().with_section("paths", data_dir=data_dir)
     settings = settings.with_section("mlflow", tracking_uri=f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}")
     settings = settings.with_section("dataset", window=4)
@@ -408,6 +408,7 @@ def test_a_run_on_other_data_is_decided_by_rescoring_the_champion_by_action_name
 
 
 # --- a sweep: one parent run, one child per model ------------------------------------------------------
+@pytest.mark.slow
 def test_a_sweep_logs_a_parent_run_and_one_child_per_model(tmp_path: Path) -> None:
     from perfspec.learn.sweep import run_sweep
 
@@ -418,9 +419,10 @@ def test_a_sweep_logs_a_parent_run_and_one_child_per_model(tmp_path: Path) -> No
     families = ["ngram", "lstm", "gru", "mixture"]
     outcome = run_sweep(actions_file, tmp_path / "sweep", settings, families=families, grid=grid)
     metrics = outcome.metrics
-    assert [c.name for c in outcome.configs] == ["lstm-8x1-e4-d0", "gru-6x1-e4-d0"]
+    lstm, gru = (c.name for c in outcome.configs)
+    assert lstm.startswith("lstm-8x1-e4-d") and gru.startswith("gru-6x1-e4-d")  # d<dropout>
     models = set(metrics["models"])
-    assert {"ngram", "most_frequent", "lstm-8x1-e4-d0", "gru-6x1-e4-d0"} < models
+    assert {"ngram", "most_frequent", lstm, gru} < models
     assert len([m for m in models if m.startswith("mixture-")]) == 1
 
     client = _client(settings)

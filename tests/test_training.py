@@ -179,8 +179,11 @@ class _Crash(Exception):
 def test_resume_between_checkpoints_restores_the_checkpoint_s_early_stopping_state(tmp_path: Path) -> None:
     """checkpoint_every=2, crash after epoch 3: epoch 3 (an improvement) is abandoned, so the resume
     must take best epoch, patience counter and best.keras from epoch 2, and end exactly like a run
-    that never crashed (patience 1: counting the re-run epoch 3 as "no gain" would stop it there)."""
-    settings = TINY.model_copy(update={"epochs": 5, "checkpoint_every": 2, "patience": 1, "seed": 5})
+    that never crashed (patience 1: counting the re-run epoch 3 as "no gain" would stop it there).
+    With dropout: Keras does not save its seed state, so the masks must come from (seed, epoch) too."""
+    settings = TINY.model_copy(
+        update={"epochs": 5, "checkpoint_every": 2, "patience": 1, "seed": 5, "dropout": 0.5}
+    )
     reference = train(tiny_dataset(), settings, tmp_path / "reference")
     assert reference.best_epoch >= 3 and not reference.stopped_early  # epoch 3 improved on epoch 2
 

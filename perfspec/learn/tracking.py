@@ -109,10 +109,41 @@ class PredictorModel:
         return pd.DataFrame(out)
 
 
-def _pyfunc_class() -> type:
-    import mlflow.pyfunc
+_PYFUNC: list[type] = []
 
-    return type("PerfspecPredictor", (PredictorModel, mlflow.pyfunc.PythonModel), {"__module__": __name__})
+
+def _pyfunc_class() -> type:
+    """``PredictorModel`` as an ``mlflow.pyfunc.PythonModel`` (made once; MLflow's type-hint inference,
+    which runs when the class is made, warns about an untyped ``predict``: expected here)."""
+    if not _PYFUNC:
+        import mlflow.pyfunc
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            _PYFUNC.append(
+                type(
+                    "PerfspecPredictor", (PredictorModel, mlflow.pyfunc.PythonModel), {"__module__": __name__}
+                )
+            )
+    return _PYFUNC[0]
+
+
+@contextlib.contextmanager
+def _quiet_mlflow_loggers() -> Any:
+    """Silence two MLflow warnings that say nothing to our users: the python_model is pickled (ours is a
+    class of this package, unpickled only by perfspec itself) and pip's version is not resolved (the
+    requirements are given explicitly)."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("mlflow.pyfunc", "mlflow.utils.environment")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def results_digest(run_dir: Path) -> str:
@@ -383,7 +414,7 @@ def _log_model(run_id: str, dataset: Dataset, run_dir: Path) -> str:
     model = _pyfunc_class()()
     model.predictor = predictor
     signature = infer_signature(example, model.predict(None, example))
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), _quiet_mlflow_loggers():
         warnings.simplefilter("ignore")
         info = mlflow.models.Model.log(
             artifact_path=None,

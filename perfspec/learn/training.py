@@ -170,6 +170,7 @@ def train(
         if stopped_early:
             break
         order = np.random.default_rng([rng_seed, epoch]).permutation(len(y))
+        _seed_dropout(model, rng_seed, epoch)
         began = time.perf_counter()
         fitted = model.fit(
             x[order],
@@ -303,6 +304,18 @@ def _write_bundle(out_dir: Path, vocab: Vocabulary) -> None:
     if net is None:
         raise InputError(f"{out_dir / 'model.keras'} has layers the NumPy predictor does not implement")
     write_bundle(net, vocab, out_dir / BUNDLE_NAME)
+
+
+def _seed_dropout(model: Any, seed: int, epoch: int) -> None:
+    """Draw epoch N's dropout masks from ``(seed, N)``, like its shuffle order.
+
+    Keras does not save the state of a layer's random seed generator with the model, so without this
+    a run resumed from a checkpoint would draw other dropout masks than an uninterrupted run.
+    """
+    states = [v for v in model.variables if v.name == "seed_generator_state"]  # in layer order
+    for index, state in enumerate(states):
+        start = int(np.random.default_rng([seed, epoch, index]).integers(1, 2**31 - 1))
+        state.assign(np.array([start, 0], dtype=state.dtype))
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
