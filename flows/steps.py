@@ -65,3 +65,18 @@ def run_step(task_: Task[..., T], **kwargs: Any) -> T:
             raise step_error(step, error) from error
         raise StepFailed(f"step '{step}' ended {state.name}", hint=FIXES.get(step))
     return state.result()
+
+
+def run_mapped(task_: Task[..., T], over: str, values: list[Any], **fixed: Any) -> list[T]:
+    """``task_`` once per value of parameter ``over`` (concurrently, as the flow's task runner allows);
+    a failure names the step and the fix like ``run_step``."""
+    from prefect import unmapped
+
+    futures = task_.map(**{over: values}, **{k: unmapped(v) for k, v in fixed.items()})
+    results = []
+    for future in futures:
+        try:
+            results.append(future.result())
+        except BaseException as error:
+            raise step_error(task_.name, error) from error
+    return results

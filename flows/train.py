@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from prefect import flow, unmapped
+from prefect import flow
 from pydantic import PositiveInt
 
 from flows.config import flow_settings
-from flows.steps import run_step
+from flows.steps import run_mapped, run_step
 from perfspec.learn.configs import ModelConfig
 from perfspec.learn.experiment import NGRAM, default_configs, experiment_name, read_fingerprint
 from perfspec.settings import Settings
@@ -30,13 +30,14 @@ def score_models(
     """The experiment's steps as tasks: neural configs mapped (bounded by ``sweep_concurrency``)."""
     selection = settings.selection
     scored = [run_step(score_baselines, dataset_dir=dataset_dir, run_dir=run_dir, selection=selection)]
-    futures = train_model.map(  # only config varies (a pydantic model is iterable: unmapped)
+    neural = run_mapped(
+        train_model,
+        "config",
+        [c.to_dict() for c in configs],
         dataset_dir=dataset_dir,
         run_dir=run_dir,
-        config=[c.to_dict() for c in configs],
-        selection=unmapped(selection),
+        selection=selection,
     )
-    neural = [future.result() for future in futures]
     scored += neural
     if selection.mixture and neural:
         best = max(neural, key=lambda s: s.cv_top5_mean if s.cv_top5_mean is not None else s.test_top5)

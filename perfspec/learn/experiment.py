@@ -164,9 +164,15 @@ def score_neural(
     """Train ``config`` on every CV fold and on the chronological split; ranks on each held-out part."""
     run_dir = Path(run_dir)
     done = load_scores(run_dir, config.name)
-    if done is not None and len(done.fold_ranks) == selection.cv_folds and done.test_ranks is not None:
-        return done
-    scores = ModelScores(config.name, config.family, info={"config": config.to_dict()})
+    key = {"config": config.to_dict(), "dataset": dataset.fingerprint}
+    if (
+        done is not None
+        and len(done.fold_ranks) == selection.cv_folds
+        and done.test_ranks is not None
+        and {"config": done.info.get("config"), "dataset": done.info.get("dataset")} == key
+    ):
+        return done  # scored earlier with the same data and settings (a re-run, or a resumed flow)
+    scores = ModelScores(config.name, config.family, info=key)
     for fold, view in enumerate(_views(dataset, selection.cv_folds) if selection.cv_folds else []):
         say(f"{config.name}: fold {fold + 1}/{selection.cv_folds}")
         scorer, _ = _fit_neural(config, view, model_dir(run_dir, config.name, fold), None)

@@ -65,33 +65,33 @@ def _window_hashes(ids: np.ndarray, length: int) -> np.ndarray:
 
 
 def find_repeats(actions: Sequence[str], min_length: int) -> list[Repeat]:
-    """Maximal spans of at least ``min_length`` actions that occurred earlier, verbatim, without overlap."""
+    """Maximal spans of at least ``min_length`` actions that occurred earlier, verbatim, without overlap.
+
+    Linear: a position is compared with the first earlier occurrence of its hash only, and a confirmed
+    repeat is skipped as a whole (a sequence of one action repeated a million times costs one pass).
+    """
     n = len(actions)
     if n < 2 * min_length:
         return []
     ids = _codes(actions)
-    hashes = _window_hashes(ids, min_length)
+    hashes = _window_hashes(ids, min_length).tolist()
     first: dict[int, int] = {}
-    source_of = np.full(len(hashes), -1, dtype=np.int64)
-    for pos, value in enumerate(hashes.tolist()):
-        earlier = first.get(value)
-        if earlier is None:
-            first[value] = pos
-        elif earlier + min_length <= pos and np.array_equal(
-            ids[earlier : earlier + min_length], ids[pos : pos + min_length]
-        ):
-            source_of[pos] = earlier
+    for pos, value in enumerate(hashes):
+        first.setdefault(value, pos)
     repeats: list[Repeat] = []
     pos = 0
-    while pos < len(source_of):
-        if source_of[pos] < 0:
+    while pos < len(hashes):
+        source = first[hashes[pos]]
+        if source + min_length > pos or not np.array_equal(
+            ids[source : source + min_length], ids[pos : pos + min_length]
+        ):
             pos += 1
             continue
-        start, source, end = pos, int(source_of[pos]), pos + min_length
+        end = pos + min_length
         # extend while the copy keeps matching its source (and stays after it)
-        while end < n and source + (end - start) < start and ids[end] == ids[source + (end - start)]:
+        while end < n and source + (end - pos) < pos and ids[end] == ids[source + (end - pos)]:
             end += 1
-        repeats.append(Repeat(start, end, source))
+        repeats.append(Repeat(pos, end, source))
         pos = end
     return repeats
 
