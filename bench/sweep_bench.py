@@ -23,14 +23,9 @@ START, END = "<!-- sweep-bench:start -->", "<!-- sweep-bench:end -->"
 
 
 def _p50_ms(call, repeats: int = 2000, warmup: int = 50) -> float:  # type: ignore[no-untyped-def]
-    for _ in range(warmup):
-        call()
-    times = np.empty(repeats)
-    for index in range(repeats):
-        began = time.perf_counter()
-        call()
-        times[index] = time.perf_counter() - began
-    return float(np.median(times) * 1e3)
+    from bench.predict_bench import _timings
+
+    return float(np.median(_timings(call, repeats, warmup)))
 
 
 def main(argv: list[str] | None = None) -> None:

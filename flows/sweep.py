@@ -9,12 +9,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import PositiveInt
 
 from flows.config import flow_settings
-from flows.steps import run_step
-from flows.train import score_models
+from flows.train import score_and_track
 from perfspec.learn.configs import sweep_configs
-from perfspec.learn.experiment import NGRAM, experiment_name, read_fingerprint
+from perfspec.learn.experiment import experiment_name, read_fingerprint
 from perfspec.settings import get_settings
-from tasks.learn import evaluate_model, log_run_task, promote_model
 from tasks.records import TrainedRun
 
 
@@ -37,18 +35,4 @@ def sweep(
     name = "sweep-" + experiment_name(read_fingerprint(Path(dataset_dir)), settings, configs)
     run_dir = str((settings.paths.runs_dir / name).resolve())
     dataset = str(Path(dataset_dir).resolve())
-    scored = score_models(settings, dataset, run_dir, configs)
-    names = [NGRAM, "most_frequent", *(s.name for s in scored[1:])]
-    metrics = run_step(evaluate_model, dataset_dir=dataset, run_dir=run_dir, settings=settings, names=names)
-    run_id = run_step(
-        log_run_task, settings=settings, dataset_dir=dataset, run_dir=run_dir, metrics=metrics, sweep=True
-    )
-    promotion = run_step(promote_model, settings=settings, run_id=run_id, metrics=metrics, run_dir=run_dir)
-    return TrainedRun(
-        models=scored,
-        run_dir=run_dir,
-        metrics=metrics,
-        run_id=run_id,
-        tracking_uri=settings.mlflow_tracking_uri,
-        promotion=promotion,
-    )
+    return score_and_track(settings, dataset, run_dir, configs, sweep=True)

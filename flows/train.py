@@ -54,6 +54,34 @@ def score_models(
     return scored
 
 
+def score_and_track(
+    settings: Settings, dataset_dir: str, run_dir: str, configs: list[ModelConfig], sweep: bool = False
+) -> TrainedRun:
+    """Score every model, compare them, log the run (a sweep: parent + children) and decide the champion."""
+    scored = score_models(settings, dataset_dir, run_dir, configs)
+    names = [NGRAM, "most_frequent", *(s.name for s in scored[1:])]
+    metrics = run_step(
+        evaluate_model, dataset_dir=dataset_dir, run_dir=run_dir, settings=settings, names=names
+    )
+    run_id = run_step(
+        log_run_task,
+        settings=settings,
+        dataset_dir=dataset_dir,
+        run_dir=run_dir,
+        metrics=metrics,
+        sweep=sweep,
+    )
+    promotion = run_step(promote_model, settings=settings, run_id=run_id, metrics=metrics, run_dir=run_dir)
+    return TrainedRun(
+        models=scored,
+        run_dir=run_dir,
+        metrics=metrics,
+        run_id=run_id,
+        tracking_uri=settings.mlflow_tracking_uri,
+        promotion=promotion,
+    )
+
+
 @flow(name="train", description="N-gram, a neural family and their mixture on blocked CV + hold-out; MLflow.")
 def train(
     dataset_dir: Path,
@@ -69,16 +97,4 @@ def train(
         name += datetime.now(UTC).strftime("-%Y%m%dT%H%M%S")
     run_dir = str((settings.paths.runs_dir / name).resolve())
     dataset = str(Path(dataset_dir).resolve())
-    scored = score_models(settings, dataset, run_dir, configs)
-    names = [NGRAM, "most_frequent", *(s.name for s in scored[1:])]
-    metrics = run_step(evaluate_model, dataset_dir=dataset, run_dir=run_dir, settings=settings, names=names)
-    run_id = run_step(log_run_task, settings=settings, dataset_dir=dataset, run_dir=run_dir, metrics=metrics)
-    promotion = run_step(promote_model, settings=settings, run_id=run_id, metrics=metrics, run_dir=run_dir)
-    return TrainedRun(
-        models=scored,
-        run_dir=run_dir,
-        metrics=metrics,
-        run_id=run_id,
-        tracking_uri=settings.mlflow_tracking_uri,
-        promotion=promotion,
-    )
+    return score_and_track(settings, dataset, run_dir, configs)

@@ -133,7 +133,7 @@ def test_mlflow_has_the_run_the_model_and_the_champion(first_run, data_dir: Path
     client = MlflowClient(trained.tracking_uri)
     run = client.get_run(trained.run_id)
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == f"{candidate} · 2,163 actions"
+    assert run.info.run_name == f"{candidate} · w10 · 2,163 actions"
     assert run.data.metrics["top5"] == pytest.approx(metrics["test"][candidate]["top5"])
     assert run.data.metrics["top5_ngram"] == pytest.approx(metrics["test"]["ngram"]["top5"])
     for model in metrics["test"]:

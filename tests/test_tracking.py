@@ -126,7 +126,7 @@ def test_log_run_records_params_metrics_inputs_and_artifacts(
     run = client.get_run(first.run_id)
     candidate = metrics["champion_candidate"]
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == f"{candidate} · {ACTIONS} actions"
+    assert run.info.run_name == f"{candidate} · w4 · {ACTIONS} actions"
     assert run.data.tags[TAG_FINGERPRINT] == dataset.fingerprint
     assert run.data.tags["champion_candidate"] == candidate
     assert "**Leakage**" in run.data.tags["mlflow.note.content"]
@@ -427,13 +427,13 @@ def test_a_sweep_logs_a_parent_run_and_one_child_per_model(tmp_path: Path) -> No
 
     client = _client(settings)
     parent = client.get_run(outcome.run_id)
-    assert parent.info.run_name == f"sweep · {len(models)} configs · {ACTIONS} actions"
+    assert parent.info.run_name == f"sweep · {len(models)} models · w4 · {ACTIONS} actions"
     assert parent.data.tags["perfspec.kind"] == "sweep" and "mlflow.parentRunId" not in parent.data.tags
     assert set(outcome.child_run_ids) == models
     for model, child_id in outcome.child_run_ids.items():
         child = client.get_run(child_id)
         assert child.data.tags["mlflow.parentRunId"] == outcome.run_id
-        assert child.info.run_name == f"{model} · {ACTIONS} actions"
+        assert child.info.run_name == f"{model} · w4 · {ACTIONS} actions"
         assert child.data.metrics["top5"] == pytest.approx(metrics["test"][model]["top5"])
         assert child.data.metrics["cv_top5_mean"] == pytest.approx(metrics["cv"][model]["top5"]["mean"])
         assert child.data.tags["candidate"] == str(model == metrics["champion_candidate"]).lower()

@@ -132,7 +132,7 @@ def print_outcome(metrics, run_dir: Path, run_id, decision, settings) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=160)  # logs and pipes: keep names whole
     data, leak = metrics["dataset"], metrics["leakage"]
     if data["repeats_removed"]:
         console.print(

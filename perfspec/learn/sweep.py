@@ -32,7 +32,8 @@ class SweepOutcome:
 
 
 def sweep_title(metrics: dict[str, Any], configs: int) -> str:
-    return f"sweep · {configs} configs · {metrics['dataset']['actions']:,} actions"
+    window, actions = metrics["split"]["window"], metrics["dataset"]["actions"]
+    return f"sweep · {configs} models · w{window} · {actions:,} actions"
 
 
 def child_metrics(metrics: dict[str, Any], model: str) -> dict[str, float]:
@@ -88,7 +89,7 @@ def log_children(settings: Settings, metrics: dict[str, Any], parent_run_id: str
         )
         run = client.create_run(
             experiment_id,
-            run_name=f"{model} · {actions:,} actions",
+            run_name=f"{model} · w{metrics['split']['window']} · {actions:,} actions",
             tags={
                 "mlflow.parentRunId": parent_run_id,
                 "perfspec.model": model,

@@ -94,7 +94,9 @@ class PredictorModel:
 
         self.predictor = Predictor.from_bundle(Path(context.artifacts["predictor"]))
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> Any:
+        """``model_input``: a DataFrame (or rows) of W action names; left unannotated on purpose, so
+        MLflow takes the signature from the input example rather than from a type hint."""
         import pandas as pd
 
         k = int((params or {}).get("k", 5))
@@ -172,9 +174,9 @@ def logged_run(settings: Settings, run_dir: Path) -> str | None:
 
 
 def run_title(metrics: dict[str, Any], label: str | None = None) -> str:
-    """``<candidate> · 10,821 actions`` (or ``label · ...``): what a person reads in the runs table."""
+    """``<candidate> · w10 · 10,821 actions`` (or ``label · ...``): what a person reads in the runs table."""
     actions = metrics["dataset"]["actions"]
-    return f"{label or metrics['champion_candidate']} · {actions:,} actions"
+    return f"{label or metrics['champion_candidate']} · w{metrics['split']['window']} · {actions:,} actions"
 
 
 def run_description(metrics: dict[str, Any]) -> str:
