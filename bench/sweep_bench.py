@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     keras_ms = None
     for name, info in sorted(metrics["models"].items(), key=lambda kv: -(kv[1].get("train_seconds") or 0)):
         predictor = Predictor.load(outcome.run_dir / "models" / name)
-        window = outcome.dataset.vocab.decode(x[0])
+        start = outcome.dataset.segments["test"][0][0]
+        window = outcome.dataset.names(start, start + outcome.dataset.window)  # a real window, by name
         p50 = _p50_ms(lambda p=predictor, w=window: p.top_k(w, 5))
         cv = metrics["cv"].get(name, {}).get("top5", {})
         paired = metrics["cv_paired"].get(name, {}).get("top5", {})

@@ -23,6 +23,9 @@ QUIET_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
     "TF_CPP_MIN_LOG_LEVEL": "3",  # 2 still prints harmless "E0000 ... NodeDef mentions" lines per epoch
+    # the logged model is a NumPy pyfunc with explicit requirements: the project's whole uv.lock (with
+    # TensorFlow) would only mislead `mlflow models serve`, and it was copied only when run from a checkout
+    "MLFLOW_LOG_UV_FILES": "false",
 }
 
 

@@ -104,9 +104,8 @@ def test_train_prints_the_comparison_and_the_verdicts_then_predict_answers(tmp_p
 
 @pytest.mark.slow
 def test_two_identical_copies_are_reported_and_half_is_trained(tmp_path: Path) -> None:
-    from perfspec.learn.configs import neural_config
     from perfspec.learn.dataset import build_dataset
-    from perfspec.learn.experiment import experiment_name
+    from perfspec.learn.experiment import default_configs, experiment_name
     from perfspec.settings import Settings
 
     data_dir = tmp_path / "data"
@@ -127,7 +126,7 @@ def test_two_identical_copies_are_reported_and_half_is_trained(tmp_path: Path) -
         .with_section("train", epochs=2, lstm_units=8, embedding_dim=4, batch_size=32, learning_rate=0.02)
     )
     dataset = build_dataset(actions, settings.dataset)
-    name = experiment_name(dataset.fingerprint, settings, [neural_config(settings.train)])
+    name = experiment_name(dataset.fingerprint, settings, default_configs(settings))
     metrics = json.loads((data_dir / "runs" / name / "metrics.json").read_text())
     assert metrics["dataset"]["actions"] == 600 and metrics["dataset"]["original_actions"] == 1200
     assert metrics["dataset"]["repeats_removed"] == 600

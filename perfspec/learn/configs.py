@@ -53,8 +53,12 @@ def neural_name(settings: TrainSettings) -> str:
     return f"{settings.family}-{shape}-d{_number(settings.dropout)}"
 
 
-def neural_config(settings: TrainSettings) -> ModelConfig:
-    return ModelConfig(neural_name(settings), settings.family, tuple(sorted(settings.model_dump().items())))
+def neural_config(settings: TrainSettings, name: str | None = None) -> ModelConfig:
+    """``name`` defaults to the readable ``neural_name``; ``perfspec train`` names its one neural model by
+    its family (``lstm``), as the metrics contract says."""
+    return ModelConfig(
+        name or neural_name(settings), settings.family, tuple(sorted(settings.model_dump().items()))
+    )
 
 
 def ngram_config(order: int) -> ModelConfig:
@@ -65,7 +69,15 @@ MOST_FREQUENT = ModelConfig("most_frequent", "most_frequent")
 
 
 def mixture_config(neural: ModelConfig) -> ModelConfig:
-    return ModelConfig(f"mixture-{neural.name}", "mixture", (("neural", neural.name),))
+    """``mixture`` beside a neural model named by its family (``perfspec train``), else
+    ``mixture-<neural name>`` (a sweep, where several configs of a family compete)."""
+    name = "mixture" if neural.name == neural.family else f"mixture-{neural.name}"
+    return ModelConfig(name, "mixture", (("neural", neural.name),))
+
+
+def label(config: ModelConfig) -> str:
+    """What a person reads for a model: the readable settings of a neural one, else its name."""
+    return neural_name(config.train_settings()) if config.is_neural else config.name
 
 
 # A small grid per family for `perfspec sweep` (2 CPU cores: each config trains in well under a minute)

@@ -24,7 +24,14 @@ import numpy as np
 from perfspec.errors import InputError
 from perfspec.fileio import atomic_path, write_json_atomic
 from perfspec.learn.bundle import BUNDLE_NAME, read_bundle, write_bundle
-from perfspec.learn.configs import MOST_FREQUENT, ModelConfig, mixture_config, neural_config, ngram_config
+from perfspec.learn.configs import (
+    MOST_FREQUENT,
+    ModelConfig,
+    label,
+    mixture_config,
+    neural_config,
+    ngram_config,
+)
 from perfspec.learn.dataset import Dataset, build_dataset
 from perfspec.learn.families import Scorer
 from perfspec.learn.families.frequency import MostFrequent
@@ -172,7 +179,7 @@ def score_neural(
         and {"config": done.info.get("config"), "dataset": done.info.get("dataset")} == key
     ):
         return done  # scored earlier with the same data and settings (a re-run, or a resumed flow)
-    scores = ModelScores(config.name, config.family, info=key)
+    scores = ModelScores(config.name, config.family, info={**key, "label": label(config)})
     for fold, view in enumerate(_views(dataset, selection.cv_folds) if selection.cv_folds else []):
         say(f"{config.name}: fold {fold + 1}/{selection.cv_folds}")
         scorer, _ = _fit_neural(config, view, model_dir(run_dir, config.name, fold), None)
@@ -204,7 +211,11 @@ def score_mixture(
         scores.fold_ranks.append(_ranks(mixture, view))
     mixture = _mix(dataset, model_dir(run_dir, neural.name), order)
     scores.test_ranks = _ranks(mixture, dataset)
-    scores.info |= {"weight": mixture.weight, "fold_weights": weights}
+    scores.info |= {
+        "weight": mixture.weight,
+        "fold_weights": weights,
+        "label": f"{label(neural)} x{mixture.weight:g} + ngram-{order}",
+    }
     write_bundle(mixture, dataset.vocab, model_dir(run_dir, config.name) / BUNDLE_NAME, {"name": config.name})
     say(f"{config.name}: neural weight {mixture.weight:.2f} (fitted on validation)")
     save_scores(run_dir, scores)
@@ -312,8 +323,9 @@ def read_fingerprint(dataset_dir: Path) -> str:
 
 
 def default_configs(settings: Settings) -> list[ModelConfig]:
-    """What ``perfspec train`` fits besides the counts models: the configured neural family."""
-    return [neural_config(settings.train)]
+    """What ``perfspec train`` fits besides the counts models: the configured neural family, named by
+    its family (``metrics.json`` keys ``lstm``/``gru``/``transformer`` and ``mixture``)."""
+    return [neural_config(settings.train, name=settings.train.family)]
 
 
 def run_experiment(

@@ -176,7 +176,10 @@ def logged_run(settings: Settings, run_dir: Path) -> str | None:
 def run_title(metrics: dict[str, Any], label: str | None = None) -> str:
     """``<candidate> · w10 · 10,821 actions`` (or ``label · ...``): what a person reads in the runs table."""
     actions = metrics["dataset"]["actions"]
-    return f"{label or metrics['champion_candidate']} · w{metrics['split']['window']} · {actions:,} actions"
+    candidate = metrics["champion_candidate"]
+    shown = metrics["models"].get(candidate, {}).get("label")
+    name = label or (f"{candidate} ({shown})" if shown and shown != candidate else candidate)
+    return f"{name} · w{metrics['split']['window']} · {actions:,} actions"
 
 
 def run_description(metrics: dict[str, Any]) -> str:
