@@ -24,6 +24,7 @@ SMALL = {
     "PERFSPEC_TRAIN__EMBEDDING_DIM": "8",
     "PERFSPEC_SELECTION__CV_FOLDS": "3",
     "PERFSPEC_SELECTION__NGRAM_ORDERS": "[1, 2, 3, 4]",
+    "PERFSPEC_SELECTION__TRAIN_FAMILIES": '["lstm"]',  # one neural family (the default fits lstm and gru)
 }
 
 

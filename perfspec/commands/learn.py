@@ -32,7 +32,12 @@ def train_command(
         ),
     ] = None,
     family: Annotated[
-        str | None, typer.Option(help="Neural family trained beside the n-gram: lstm, gru or transformer.")
+        list[str] | None,
+        typer.Option(
+            "--family",
+            help="Neural families fitted beside the n-gram: lstm, gru, transformer (repeat the flag or "
+            "comma-separate; default lstm,gru).",
+        ),
     ] = None,
     cv: Annotated[
         int | None, typer.Option("--cv", help="Blocked CV folds for model selection (0 = no CV; default 5).")
@@ -72,7 +77,7 @@ def train_command(
         bool, typer.Option("--no-mlflow", help="Skip MLflow logging and the model registry.")
     ] = False,
 ) -> None:
-    """Score the n-gram, most-frequent, a neural family and their mixture on ACTIONS; log the best.
+    """Score the n-gram, most-frequent, neural families and a mixture on ACTIONS; log the best.
 
     Verbatim repeats are removed first; every model is compared on blocked CV folds (paired with the
     n-gram) and on the chronological hold-out. The candidate (best CV mean top-5) is written as
@@ -97,10 +102,10 @@ def train_command(
     )
     if split == "kfold" and cv is None:
         cv = 0
-    settings = settings.with_section("selection", cv_folds=cv)
+    families = [f.strip() for item in family or [] for f in item.split(",") if f.strip()] or None
+    settings = settings.with_section("selection", cv_folds=cv, train_families=families)
     settings = settings.with_section(
         "train",
-        family=family,
         epochs=epochs,
         batch_size=batch_size,
         lstm_units=lstm_units,

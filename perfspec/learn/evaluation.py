@@ -102,7 +102,14 @@ def write_report(
     plot_dir = run_dir / "plots"
     written = [
         plots.coverage_curves(metrics["coverage"], len(y_test), candidate, plot_dir / "coverage.png"),
-        plots.cv_comparison(compared["cv"], target, candidate, plot_dir / "cv.png")
+        plots.cv_comparison(
+            compared["cv"],
+            target,
+            candidate,
+            plot_dir / "cv.png",
+            compared["paired"],
+            selection.promotion_standard_errors,
+        )
         if compared["cv"]
         else None,
         plots.per_action_accuracy(rows, list(probabilities), plot_dir / "per_action_accuracy.png"),

@@ -323,9 +323,12 @@ def read_fingerprint(dataset_dir: Path) -> str:
 
 
 def default_configs(settings: Settings) -> list[ModelConfig]:
-    """What ``perfspec train`` fits besides the counts models: the configured neural family, named by
-    its family (``metrics.json`` keys ``lstm``/``gru``/``transformer`` and ``mixture``)."""
-    return [neural_config(settings.train, name=settings.train.family)]
+    """What ``perfspec train`` fits besides the counts models: each of ``selection.train_families`` with
+    the train settings, named by its family (``metrics.json`` keys ``lstm``, ``gru``, ... and ``mixture``)."""
+    return [
+        neural_config(settings.train.model_copy(update={"family": family}), name=family)
+        for family in settings.selection.train_families
+    ]
 
 
 def run_experiment(

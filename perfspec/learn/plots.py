@@ -77,12 +77,19 @@ def coverage_curves(
 
 
 def cv_comparison(
-    cv: Mapping[str, Mapping[str, Mapping[str, object]]], metric: str, candidate: str, target: Path
+    cv: Mapping[str, Mapping[str, Mapping[str, object]]],
+    metric: str,
+    candidate: str,
+    target: Path,
+    paired: Mapping[str, Mapping[str, Mapping[str, object]]] | None = None,
+    standard_errors: float = 2.0,
 ) -> Path:
-    """CV mean +- std of ``metric`` per model, each fold as a dot: is a gap bigger than the noise?"""
+    """Left: CV ``metric`` per model (folds as dots, mean +- std). Right: the paired per-fold gain over the
+    n-gram, mean +- ``standard_errors`` SE: a model beats the n-gram beyond noise when its bar clears 0."""
     names = sorted(cv, key=lambda n: float(cv[n][metric]["mean"]))  # type: ignore[arg-type]
-    plt, fig = _figure(9, max(3.0, 0.45 * len(names) + 1.5))
-    ax = fig.add_subplot(1, 1, 1)
+    panels = 2 if paired else 1
+    plt, fig = _figure(9 + 5 * (panels - 1), max(3.0, 0.45 * len(names) + 1.5))
+    ax = fig.add_subplot(1, panels, 1)
     for row, name in enumerate(names):
         stats = cv[name][metric]
         mean, std = float(stats["mean"]), float(stats["std"])  # type: ignore[arg-type]
@@ -98,6 +105,32 @@ def cv_comparison(
     ax.set_xlabel(f"{metric} per fold (dots), mean +- std (bar)")
     ax.set_title(f"Blocked cross-validation: {metric}")
     ax.grid(axis="x", alpha=0.3)
+    if paired:
+        right = fig.add_subplot(1, 2, 2, sharey=ax)
+        for row, name in enumerate(names):
+            diff = paired.get(name, {}).get(metric)
+            if not diff or diff.get("se") is None:
+                continue
+            mean, se = float(diff["mean"]), float(diff["se"])  # type: ignore[arg-type]
+            folds = [float(v) for v in diff["folds"]]  # type: ignore[union-attr]
+            clear = mean - standard_errors * se > 0
+            color = "tab:green" if clear else ("tab:red" if name == candidate else "tab:gray")
+            right.errorbar(mean, row, xerr=standard_errors * se, fmt="o", color=color, capsize=4)
+            right.scatter(folds, [row] * len(folds), color=color, alpha=0.35, s=14)
+            right.annotate(
+                f"{mean:+.3f}",
+                (mean, row),
+                textcoords="offset points",
+                xytext=(0, 7),
+                fontsize=7,
+                ha="center",
+            )
+        right.axvline(0, color="black", linewidth=1)
+        right.set_xlabel(f"paired gain over the n-gram per fold (dots), mean +- {standard_errors:g} SE (bar)")
+        right.set_title("Beyond noise? (green: the bar clears 0)")
+        right.grid(axis="x", alpha=0.3)
+        right.tick_params(labelleft=False)
+    fig.tight_layout()
     return _save(plt, fig, target)
 
 
