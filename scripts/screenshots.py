@@ -3,7 +3,8 @@
 Why a script: the runs table, a sweep's parent run and the compare page of its children are where users
 judge the learning results; looking at them after a change catches what no assertion does (hidden
 columns, unreadable names, empty plots). ``make screenshots`` starts ``mlflow server`` on 127.0.0.1 over
-the data dir's store, shoots each page with ``chromium --headless --screenshot`` and stops the server.
+the data dir's store (and ``prefect server`` over the data dir's embedded Prefect database, when a flow
+has run there), shoots each page with ``chromium --headless --screenshot`` and stops the servers.
 
     .venv/bin/python scripts/screenshots.py --data-dir perfspec-data --out screenshots/
 """
@@ -117,6 +118,66 @@ def main(argv: list[str] | None = None) -> None:
         pages["registered-model.png"] = f"{base}/#/models/perfspec"
         for name, url in pages.items():
             print(shoot(url, args.out / name))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    prefect_pages(args.data_dir, args.out)
+
+
+def prefect_pages(data_dir: Path, out: Path) -> None:
+    """The latest ``pipeline`` flow run and its summary artifact, from the embedded Prefect database."""
+    home = (data_dir / "prefect").resolve()
+    if not any(home.glob("*.db")):
+        print(f"(no Prefect database under {home}: skipping the Prefect pages)")
+        return
+    port = _free_port()
+    env = {
+        **os.environ,
+        **ENV,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+    }
+    env.pop("PREFECT_API_URL", None)
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "prefect"),
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait(f"{base}/api/health", 120)
+        import json
+
+        request = urllib.request.Request(
+            f"{base}/api/flow_runs/filter",
+            data=json.dumps({"sort": "START_TIME_DESC", "limit": 20}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        runs = json.loads(urllib.request.urlopen(request, timeout=30).read())
+        flows = {}
+        for run in runs:
+            flow = json.loads(urllib.request.urlopen(f"{base}/api/flows/{run['flow_id']}", timeout=30).read())
+            flows.setdefault(flow["name"], run["id"])
+        if "pipeline" in flows:
+            print(shoot(f"{base}/runs/flow-run/{flows['pipeline']}", out / "prefect-pipeline-run.png"))
+            print(
+                shoot(
+                    f"{base}/runs/flow-run/{flows['pipeline']}?tab=Artifacts", out / "prefect-artifacts.png"
+                )
+            )
+        print(
+            shoot(f"{base}/artifacts/key/pipeline-summary", out / "prefect-pipeline-summary.png", "1600,1600")
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)
