@@ -64,11 +64,19 @@ def markdown_summary(result: PipelineResult, ui_hint: str | None = None) -> str:
             + (f" ({extra})" if extra else "")
         )
     lines.append(f"- candidate: `{m.get('champion_candidate')}` (best CV mean {m.get('target_metric')})")
+    verdict = m.get("verdict") or {}
+    paired = verdict.get("cv_paired_difference") or {}
+    if paired.get("se") is not None and m.get("champion_candidate") != "ngram":
+        beyond = "**beyond noise**" if verdict.get("beats_reference_beyond_noise") else "not beyond noise"
+        lines.append(
+            f"- vs the n-gram (paired CV {m.get('target_metric')}): "
+            f"{paired['mean']:+.4f} ± {paired['se']:.4f} (SE), {beyond}"
+        )
     lines.append(f"- run dir: `{trained.run_dir}`")
     rows = topk_rows(trained.metrics)
     if rows:
         cols = [c for c in rows[0] if c != "model"]
-        lines += ["", "## Test accuracy: model vs baselines", ""]
+        lines += ["", "## Chronological hold-out top-k, and blocked-CV top-5 (best CV first)", ""]
         lines.append("| model | " + " | ".join(cols) + " |")
         lines.append("|---" * (len(cols) + 1) + "|")
         for row in rows:

@@ -172,7 +172,7 @@ def prefect_pages(data_dir: Path, out: Path) -> None:
             print(shoot(f"{base}/runs/flow-run/{flows['pipeline']}", out / "prefect-pipeline-run.png"))
             print(
                 shoot(
-                    f"{base}/runs/flow-run/{flows['pipeline']}?tab=Artifacts", out / "prefect-artifacts.png"
+                    f"{base}/runs/flow-run/{flows['pipeline']}?tab=artifacts", out / "prefect-artifacts.png"
                 )
             )
         print(

@@ -105,7 +105,12 @@ def _print_result(result: PipelineResult, hints: list[str], data_dir: Path) -> N
         console.print(f"actions: {prepared.actions.actions} ({prepared.actions.distinct} distinct)")
     rows = topk_rows(trained.metrics)
     if rows:
-        table = Table(title="test accuracy (model vs baselines)")
+        leak = trained.metrics["leakage"]
+        console.print(
+            "leakage (held-out windows seen verbatim in training): "
+            f"val {leak['val']:.3f}, test {leak['test']:.3f}"
+        )
+        table = Table(title="hold-out top-k and blocked-CV top-5 (best CV first; the first is the candidate)")
         for col in rows[0]:
             table.add_column(col)
         for row in rows:
