@@ -170,11 +170,6 @@ def prefect_pages(data_dir: Path, out: Path) -> None:
             flows.setdefault(flow["name"], run["id"])
         if "pipeline" in flows:
             print(shoot(f"{base}/runs/flow-run/{flows['pipeline']}", out / "prefect-pipeline-run.png"))
-            print(
-                shoot(
-                    f"{base}/runs/flow-run/{flows['pipeline']}?tab=artifacts", out / "prefect-artifacts.png"
-                )
-            )
         print(
             shoot(f"{base}/artifacts/key/pipeline-summary", out / "prefect-pipeline-summary.png", "1600,1600")
         )
