@@ -237,8 +237,8 @@ def test_sweep_flow_logs_a_parent_run_with_one_child_per_model(first_run, data_d
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{swept.run_id}'", max_results=50
     )
     assert sorted(c.info.run_name for c in children) == [
-        "most_frequent · 2,163 actions",
-        "ngram · 2,163 actions",
+        "most_frequent · w10 · 2,163 actions",
+        "ngram · w10 · 2,163 actions",
     ]
     assert swept.promotion.run_id == swept.run_id and swept.promotion.decision["version"]
 
