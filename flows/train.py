@@ -40,14 +40,12 @@ def score_models(
     )
     scored += neural
     if selection.mixture and neural:
-        best = max(neural, key=lambda s: s.cv_top5_mean if s.cv_top5_mean is not None else s.test_top5)
-        config = next(c for c in configs if c.name == best.name)
         scored.append(
             run_step(
                 score_mixture_task,
                 dataset_dir=dataset_dir,
                 run_dir=run_dir,
-                config=config.to_dict(),
+                configs=[c.to_dict() for c in configs],
                 selection=selection,
             )
         )

@@ -12,6 +12,7 @@ has run there), shoots each page with ``chromium --headless --screenshot`` and s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import socket
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
@@ -39,6 +41,29 @@ def _wait(url: str, seconds: float = 60) -> None:
         except OSError:
             time.sleep(0.5)
     raise SystemExit(f"error: {url} did not answer within {seconds:.0f} s")
+
+
+@contextlib.contextmanager
+def _server(command: list[str], health: str, env: dict[str, str], startup: float = 60) -> Iterator[str]:
+    """``command`` (a program of this venv) on a free loopback port until the block ends; yields its URL."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**env, "PREFECT_UI_API_URL": f"{base}/api"}  # the Prefect UI asks its API here; MLflow ignores it
+    program = [
+        str(Path(sys.executable).parent / command[0]),
+        *command[1:],
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    server = subprocess.Popen(program, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        _wait(f"{base}{health}", startup)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def shoot(url: str, target: Path, size: str = "1600,1000") -> Path:
@@ -83,28 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
     parent = next((r for r in runs if r.data.tags.get("perfspec.kind") == "sweep"), runs[0] if runs else None)
     children = [r for r in runs if parent and r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            uri,
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **ENV},
-    )
-    base = f"http://127.0.0.1:{port}"
     args.out.mkdir(parents=True, exist_ok=True)
-    try:
-        _wait(f"{base}/health")
+    command = ["mlflow", "server", "--backend-store-uri", uri, "--workers", "1"]
+    with _server(command, "/health", {**os.environ, **ENV}) as base:
         exp = experiment.experiment_id
         pages = {"runs-table.png": f"{base}/#/experiments/{exp}/runs?workflowType=machine_learning"}
         if parent is not None:
@@ -118,9 +124,6 @@ def main(argv: list[str] | None = None) -> None:
         pages["registered-model.png"] = f"{base}/#/models/perfspec"
         for name, url in pages.items():
             print(shoot(url, args.out / name))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     prefect_pages(args.data_dir, args.out)
 
 
@@ -130,32 +133,9 @@ def prefect_pages(data_dir: Path, out: Path) -> None:
     if not any(home.glob("*.db")):
         print(f"(no Prefect database under {home}: skipping the Prefect pages)")
         return
-    port = _free_port()
-    env = {
-        **os.environ,
-        **ENV,
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
-    }
+    env = {**os.environ, **ENV, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "prefect"),
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait(f"{base}/api/health", 120)
+    with _server(["prefect", "server", "start"], "/api/health", env, startup=120) as base:
         import json
 
         request = urllib.request.Request(
@@ -173,9 +153,6 @@ def prefect_pages(data_dir: Path, out: Path) -> None:
         print(
             shoot(f"{base}/artifacts/key/pipeline-summary", out / "prefect-pipeline-summary.png", "1600,1600")
         )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

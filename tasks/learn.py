@@ -13,6 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from perfspec.learn.selection import ModelScores
 from perfspec.settings import SelectionSettings, Settings, get_settings
 from tasks.policy import perfspec_task
 from tasks.records import PromotionOutput, ScoredModel
@@ -23,16 +24,14 @@ def _timeout(kind: str) -> float:
     return cfg.train_timeout_seconds if kind == "train" else cfg.task_timeout_seconds
 
 
-def _scored(run_dir: str, name: str) -> ScoredModel:
-    from perfspec.learn.experiment import load_scores
+def _scored(scores: ModelScores, run_dir: str) -> ScoredModel:
+    """The task's record of a ``perfspec.learn.selection.ModelScores`` the library just returned."""
     from perfspec.learn.scoring import topk_from_ranks
     from perfspec.learn.selection import cv_summary
 
-    scores = load_scores(Path(run_dir), name)
-    assert scores is not None and scores.test_ranks is not None
     cv = cv_summary(scores)["top5"]["mean"] if scores.fold_ranks else None
     return ScoredModel(
-        name=name,
+        name=scores.name,
         family=scores.family,
         run_dir=run_dir,
         test_top5=topk_from_ranks(scores.test_ranks)["top5"],
@@ -45,10 +44,9 @@ def _scored(run_dir: str, name: str) -> ScoredModel:
 def score_baselines(dataset_dir: str, run_dir: str, selection: SelectionSettings) -> ScoredModel:
     """Most-frequent and the n-gram (order chosen by CV) on the folds and the hold-out."""
     from perfspec.learn.dataset import Dataset
-    from perfspec.learn.experiment import NGRAM, score_counts
+    from perfspec.learn.experiment import score_counts
 
-    score_counts(Dataset.load(Path(dataset_dir)), Path(run_dir), selection, print)
-    return _scored(run_dir, NGRAM)
+    return _scored(score_counts(Dataset.load(Path(dataset_dir)), Path(run_dir), selection, print), run_dir)
 
 
 def _progress_callback(name: str, total_epochs: int) -> Any:
@@ -80,24 +78,25 @@ def train_model(
     from perfspec.learn.dataset import Dataset
     from perfspec.learn.experiment import score_neural
 
-    model = ModelConfig(config["name"], config["family"], tuple(sorted(config["params"].items())))
+    model = ModelConfig.from_dict(config)
     callback = _progress_callback(model.name, int(config["params"].get("epochs", 1)))
-    score_neural(Dataset.load(Path(dataset_dir)), model, Path(run_dir), selection, print, callback)
-    return _scored(run_dir, model.name)
+    scores = score_neural(Dataset.load(Path(dataset_dir)), model, Path(run_dir), selection, print, callback)
+    return _scored(scores, run_dir)
 
 
 @perfspec_task("score-mixture", timeout_seconds=_timeout("task"), transient=False)
 def score_mixture_task(
-    dataset_dir: str, run_dir: str, config: dict[str, Any], selection: SelectionSettings
+    dataset_dir: str, run_dir: str, configs: list[dict[str, Any]], selection: SelectionSettings
 ) -> ScoredModel:
-    """The neural config interpolated with the n-gram (weight fitted on each validation part)."""
+    """The best of the scored neural ``configs`` interpolated with the n-gram (weight fitted on each
+    validation part)."""
     from perfspec.learn.configs import ModelConfig
     from perfspec.learn.dataset import Dataset
-    from perfspec.learn.experiment import score_mixture
+    from perfspec.learn.experiment import score_best_mixture
 
-    model = ModelConfig(config["name"], config["family"], tuple(sorted(config["params"].items())))
-    scores = score_mixture(Dataset.load(Path(dataset_dir)), model, Path(run_dir), selection, print)
-    return _scored(run_dir, scores.name)
+    models = [ModelConfig.from_dict(config) for config in configs]
+    scores = score_best_mixture(Dataset.load(Path(dataset_dir)), models, Path(run_dir), selection, print)
+    return _scored(scores, run_dir)
 
 
 @perfspec_task("evaluate-model", timeout_seconds=_timeout("task"), transient=False)

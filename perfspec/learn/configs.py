@@ -40,6 +40,11 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "params": self.settings}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """The inverse of ``to_dict`` (how Prefect tasks receive a config)."""
+        return cls(str(data["name"]), str(data["family"]), tuple(sorted(dict(data["params"]).items())))
+
 
 def _number(value: float) -> str:
     return f"{value:g}"

@@ -114,7 +114,7 @@ def write_report(
         else None,
         plots.per_action_accuracy(rows, list(probabilities), plot_dir / "per_action_accuracy.png"),
     ]
-    history = _history(run_dir, scores, candidate)
+    history = kept_history(run_dir, metrics["models"], candidate)
     if history is not None:
         name, data = history
         written.append(
@@ -145,14 +145,18 @@ def _test_probabilities(run_dir: Path, name: str, x: np.ndarray) -> np.ndarray:
     return scorer.probabilities(x)
 
 
-def _history(run_dir: Path, scores: Mapping[str, ModelScores], candidate: str) -> tuple[str, dict] | None:
-    """The learning curves to plot: the candidate's if neural, else the first neural model's."""
+def kept_history(
+    run_dir: Path, models: Mapping[str, Mapping[str, Any]], candidate: str
+) -> tuple[str, dict[str, Any]] | None:
+    """``(name, history.json)`` of the neural model behind the candidate (a mixture's neural part), else of
+    the first neural model; ``models`` as in ``metrics.json`` (``family``, ``config``). The plots and the
+    MLflow epoch metrics show the same training."""
     import json
 
-    order = [candidate, *(n for n in scores if n != candidate)]
-    for name in order:
-        config = scores[name].info.get("config", {})
-        neural = config.get("params", {}).get("neural") if scores[name].family == "mixture" else name
+    for name in [candidate, *(n for n in models if n != candidate)]:
+        info = models[name]
+        params = info.get("config", {}).get("params", {})
+        neural = params.get("neural") if info.get("family") == "mixture" else name
         path = Path(run_dir) / "models" / str(neural) / "history.json"
         if neural and path.is_file():
             return str(neural), json.loads(path.read_text())

@@ -121,8 +121,11 @@ def _views(dataset: Dataset, folds: int) -> list[Dataset]:
 
 
 # --- the steps ------------------------------------------------------------------------------------------
-def score_counts(dataset: Dataset, run_dir: Path, selection: SelectionSettings, say: Say = _quiet) -> None:
-    """Most-frequent and the n-gram (order chosen by CV mean top-k, else on validation)."""
+def score_counts(
+    dataset: Dataset, run_dir: Path, selection: SelectionSettings, say: Say = _quiet
+) -> ModelScores:
+    """Most-frequent and the n-gram (order chosen by CV mean top-k, else on validation); returns the
+    n-gram's scores."""
     run_dir = Path(run_dir)
     folds = selection.cv_folds
     views = _views(dataset, folds) if folds else []
@@ -158,6 +161,9 @@ def score_counts(dataset: Dataset, run_dir: Path, selection: SelectionSettings, 
         scores.test_ranks = _ranks(scorer, dataset)
         write_bundle(scorer, dataset.vocab, model_dir(run_dir, name) / BUNDLE_NAME, {"name": name})
         save_scores(run_dir, scores)
+        if name == NGRAM:
+            ngram_scores = scores
+    return ngram_scores
 
 
 def score_neural(
@@ -220,6 +226,34 @@ def score_mixture(
     say(f"{config.name}: neural weight {mixture.weight:.2f} (fitted on validation)")
     save_scores(run_dir, scores)
     return scores
+
+
+def best_neural(scores: Sequence[ModelScores], target_k: int) -> str:
+    """The neural model the mixture is built on: the best CV mean top-k (the hold-out's without CV)."""
+
+    def score(s: ModelScores) -> float:
+        ranks = s.fold_ranks or [s.test_ranks if s.test_ranks is not None else np.zeros(0)]
+        return float(np.mean([np.mean(r < target_k) for r in ranks]))
+
+    return max(scores, key=score).name
+
+
+def score_best_mixture(
+    dataset: Dataset,
+    configs: Sequence[ModelConfig],
+    run_dir: Path,
+    selection: SelectionSettings,
+    say: Say = _quiet,
+) -> ModelScores:
+    """The mixture of the best already-scored neural config (``best_neural``) with the n-gram."""
+    scored = [load_scores(Path(run_dir), c.name) for c in configs]
+    missing = [c.name for c, s in zip(configs, scored, strict=True) if s is None]
+    if missing:
+        raise InputError(f"not scored yet in {run_dir}: {', '.join(missing)}", hint="train them first")
+    name = best_neural([s for s in scored if s is not None], selection.target_k)
+    best = next(c for c in configs if c.name == name)
+    say(f"mixture: {best.name} + n-gram (best neural by CV mean top{selection.target_k})")
+    return score_mixture(dataset, best, run_dir, selection, say)
 
 
 def _mix(view: Dataset, neural_dir: Path, order: int) -> Mixture:
@@ -348,15 +382,7 @@ def run_experiment(
     neural = [score_neural(dataset, c, run_dir, selection, say, on_epoch_end) for c in configs]
     names += [c.name for c in configs]
     if selection.mixture and neural:
-        key = f"top{selection.target_k}"
-
-        def rank(s: ModelScores) -> float:
-            ranks = s.fold_ranks or [s.test_ranks if s.test_ranks is not None else np.zeros(0)]
-            return float(np.mean([np.mean(r < selection.target_k) for r in ranks]))
-
-        best = max(zip(configs, neural, strict=True), key=lambda pair: rank(pair[1]))[0]
-        say(f"mixture: {best.name} + n-gram (best neural by CV mean {key})")
-        names.append(score_mixture(dataset, best, run_dir, selection, say).name)
+        names.append(score_best_mixture(dataset, configs, run_dir, selection, say).name)
     return finish(dataset, run_dir, settings, names)
 
 

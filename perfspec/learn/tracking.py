@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import tempfile
 import warnings
 from pathlib import Path
@@ -360,27 +359,21 @@ def _epoch_metrics(run_dir: Path, metrics: dict, timestamp: int) -> list[Any]:
     """The kept neural model's curves (step = epoch) and its kept epoch's values as the final ones."""
     from mlflow.entities import Metric
 
-    candidate = metrics["champion_candidate"]
-    info = metrics["models"].get(candidate, {})
-    neural = (
-        info.get("config", {}).get("params", {}).get("neural") if info.get("family") == "mixture" else None
-    )
-    names = [neural or candidate, *(n for n, m in metrics["models"].items() if "best_epoch" in m)]
-    for name in names:
-        path = run_dir / "models" / str(name) / "history.json"
-        if not path.is_file():
-            continue
-        history = json.loads(path.read_text())
-        best = int(history.get("best_epoch") or 0)
-        out = []
-        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-            values = history.get(key, [])
-            out += [Metric(f"epoch_{key}", float(v), timestamp, e) for e, v in enumerate(values, start=1)]
-            if 0 < best <= len(values):
-                out.append(Metric(key, float(values[best - 1]), timestamp, best))
-        out.append(Metric("best_epoch", float(best), timestamp, 0))
-        return out
-    return []
+    from perfspec.learn.evaluation import kept_history
+
+    found = kept_history(run_dir, metrics["models"], metrics["champion_candidate"])
+    if found is None:
+        return []
+    history = found[1]
+    best = int(history.get("best_epoch") or 0)
+    out = []
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        values = history.get(key, [])
+        out += [Metric(f"epoch_{key}", float(v), timestamp, e) for e, v in enumerate(values, start=1)]
+        if 0 < best <= len(values):
+            out.append(Metric(key, float(values[best - 1]), timestamp, best))
+    out.append(Metric("best_epoch", float(best), timestamp, 0))
+    return out
 
 
 def _log_inputs(run_id: str, dataset: Dataset) -> None:
