@@ -1,4 +1,5 @@
-"""``python -m bench [clean|predict] [options]``: run one benchmark, or all of them with no name.
+"""``python -m bench [clean|predict|sweep|receiver] [options]``: run one benchmark, or all of them
+with no name.
 
 Each benchmark is a module ``bench.<name>_bench`` with ``main(argv: list[str] | None) -> None``;
 benchmarks whose module is not there yet are skipped with a note.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("clean", "predict", "sweep")
+BENCHMARKS = ("clean", "predict", "sweep", "receiver")
 
 
 def _load(name: str):  # type: ignore[no-untyped-def]

@@ -218,7 +218,20 @@ class ReceiverSettings(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(9444, ge=0, lt=65536, description="0 picks a free port")
-    max_body_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    path: str = Field(
+        "/audit", pattern=r"^/", description="the only path that takes POSTs (the webhook kubeconfig's URL)"
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024,
+        gt=0,
+        description="larger bodies get 413 (API server batches: <= 400 Metadata events, ~1 MiB)",
+    )
+    max_batch_items: int = Field(
+        4000, ge=1, description="items per body; more get 413 (the API server sends <= 400 by default)"
+    )
+    max_rejects_per_request: int = Field(
+        100, ge=0, description="rejected items recorded per request (one write); the rest are counted"
+    )
     rotate_bytes: int = Field(256 * 1024 * 1024, gt=0)
     token: str | None = Field(None, repr=False)
     tls_cert: Path | None = None
@@ -226,11 +239,21 @@ class ReceiverSettings(_Section):
     drop_bodies: bool = Field(
         True, description="strip requestObject/responseObject before writing (secrets; unused downstream)"
     )
-    request_timeout_seconds: float = Field(30.0, gt=0, description="socket timeout per connection")
+    request_timeout_seconds: float = Field(
+        30.0, gt=0, description="deadline for one request's headers and body, and for an idle connection"
+    )
     max_concurrent_requests: int = Field(
-        2, ge=1, description="bodies held at once (memory ~17x max_body each); others get 503 + Retry-After"
+        2, ge=1, description="bodies processed at once (parsing, writing); others wait, then get 503"
+    )
+    max_buffered_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="bytes of bodies being received at once (one client: half); beyond, 503 + Retry-After",
     )
     max_connections: int = Field(64, ge=1, description="open connections (one thread each); more are reset")
+    max_connections_per_client: int = Field(
+        32, ge=1, description="open connections from one address; more are reset"
+    )
     drain_seconds: float = Field(
         6.0, ge=0, description="collect --receive: wait this long after the last step for the last batch"
     )

@@ -16,7 +16,10 @@ _TIMEOUT = get_settings().prefect.task_timeout_seconds
 
 
 @perfspec_task(
-    "clean-audit-logs", timeout_seconds=_TIMEOUT, transient=True, cache_key_fn=content_cache_key("sources")
+    "clean-audit-logs",
+    timeout_seconds=_TIMEOUT,
+    transient=True,
+    cache_key_fn=content_cache_key("clean", "sources"),
 )
 def clean_audit_logs(sources: list[str], out_dir: str, settings: CleanSettings) -> CleanOutput:
     """Raw audit logs -> ``events.parquet`` + ``summary.json`` + ``rejects.jsonl`` in ``out_dir``."""
@@ -47,7 +50,10 @@ def clean_audit_logs(sources: list[str], out_dir: str, settings: CleanSettings) 
 
 
 @perfspec_task(
-    "build-actions", timeout_seconds=_TIMEOUT, transient=True, cache_key_fn=content_cache_key("events")
+    "build-actions",
+    timeout_seconds=_TIMEOUT,
+    transient=True,
+    cache_key_fn=content_cache_key("actions", "events"),
 )
 def build_actions_task(events: str, out_dir: str, settings: ActionsSettings) -> ActionsOutput:
     """``events.parquet`` -> ``actions.txt`` / ``actions.parquet`` + the distribution report."""
@@ -71,7 +77,10 @@ def build_actions_task(events: str, out_dir: str, settings: ActionsSettings) -> 
 
 
 @perfspec_task(
-    "build-dataset", timeout_seconds=_TIMEOUT, transient=True, cache_key_fn=content_cache_key("actions_file")
+    "build-dataset",
+    timeout_seconds=_TIMEOUT,
+    transient=True,
+    cache_key_fn=content_cache_key("dataset", "actions_file"),
 )
 def build_dataset_task(actions_file: str, datasets_dir: str, settings: DatasetSettings) -> DatasetOutput:
     """Actions file -> ``datasets/<fingerprint12>/`` (vocabulary, windows, split)."""

@@ -23,10 +23,8 @@ from prefect.tasks import exponential_backoff
 import perfspec
 from perfspec.errors import InputError
 from perfspec.fileio import sha256_file
+from perfspec.rules import rules_version
 from perfspec.settings import Settings, get_settings
-
-# Bump when a task's output format changes, so old cache entries are not restored.
-CACHE_VERSION = "1"
 
 # Exceptions a retry cannot fix: bad input and programming errors (pydantic's ValidationError is a
 # ValueError). Everything else (OSError, TimeoutError, MLflow/HTTP errors, EnvironmentProblem) is retried.
@@ -94,16 +92,18 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def content_cache_key(*file_params: str) -> Callable[[TaskRunContext, dict[str, Any]], str | None]:
-    """A cache key fn: task name + code version + every parameter, with the files named by
-    ``file_params`` (a path or a list of paths) replaced by their sha256. A missing input gives no key
-    (the task runs and reports the missing file itself)."""
+def content_cache_key(
+    stage: str, *file_params: str
+) -> Callable[[TaskRunContext, dict[str, Any]], str | None]:
+    """A cache key fn: task name + package version + the version of ``stage``'s rules
+    (``perfspec.rules``) + every parameter, with the files named by ``file_params`` (a path or a list
+    of paths) replaced by their sha256. A missing input gives no key (the task runs and reports it)."""
 
     def key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
         material: dict[str, Any] = {
             "task": context.task.name,
             "perfspec": perfspec.__version__,
-            "cache_version": CACHE_VERSION,
+            "rules": rules_version(stage),
         }
         for name, value in sorted(parameters.items()):
             if name in file_params:

@@ -12,6 +12,7 @@ rows, whatever the split), the only Parquet encoding of the run. Outputs appear 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import itertools
 import json
@@ -34,16 +35,15 @@ import pyarrow.parquet as pq
 from perfspec.audit.pass1 import PARQUET_OPTIONS, Collector, FileCounts, PartResult
 from perfspec.audit.rejects import RejectWriter
 from perfspec.audit.schema import EVENTS_SCHEMA
-from perfspec.audit.sources import OpenedSource, expand_sources, line_start_after, open_source
+from perfspec.audit.sources import OUTPUT_FILES, OpenedSource, expand_sources, line_start_after, open_source
+from perfspec.audit.worker import EXIT_WRITE_FAILED
 from perfspec.errors import EnvironmentProblem, InputError
 from perfspec.fileio import atomic_open, atomic_path, write_json_atomic
 from perfspec.settings import CleanSettings
 
 __all__ = ["CleanSummary", "FileCounts", "clean_sources"]
 
-EVENTS_FILE = "events.parquet"
-REJECTS_FILE = "rejects.jsonl"
-SUMMARY_FILE = "summary.json"
+EVENTS_FILE, REJECTS_FILE, SUMMARY_FILE = OUTPUT_FILES  # named in sources, which never reads them back
 
 
 @dataclass
@@ -77,14 +77,16 @@ def clean_sources(
     """Clean audit logs into ``out_dir/{events.parquet, rejects.jsonl, summary.json}``.
 
     ``sources`` are files or directories (read in the order given; a directory's files sorted by
-    path; files in a directory that are not audit logs are skipped and listed). Raises
-    ``InputError`` when there is nothing to clean (empty input, not an audit log, every record
-    rejected, unreadable compression); nothing is written then. A compressed file that breaks
-    midway keeps the rows read before the break and is listed in ``incomplete_files``.
+    path, clean's own outputs left out; files in a directory that are not audit logs are skipped and
+    listed). Raises ``InputError`` when there is nothing to clean (empty input, not an audit log,
+    every record rejected, unreadable compression); nothing is written then. Raises
+    ``EnvironmentProblem`` when ``out_dir`` cannot be written (checked before reading; a full disk
+    midway too). A compressed file that breaks midway keeps the rows read before the break and is
+    listed in ``incomplete_files``.
     """
     out_dir = Path(out_dir)
-    files = expand_sources(sources)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    files = expand_sources(sources, out_dir)
+    _prepare_out_dir(out_dir)
     summary = CleanSummary()
     gc_was_enabled = gc.isenabled()
     gc.disable()  # millions of short-lived tuples, no cycles: the cyclic GC only costs time here
@@ -105,11 +107,41 @@ def clean_sources(
             keep = _latest_stage_mask(parts) if settings.dedupe else None
             _pass_two(parts, events_tmp, keep, settings.batch_rows)
             _fill_counts(summary, parts, keep, rejects)
+        write_json_atomic(out_dir / SUMMARY_FILE, summary.to_dict())
+    except OSError as exc:  # inputs that fail to read are handled per file: this is the output side
+        raise _write_problem(out_dir, exc) from exc
     finally:
         if gc_was_enabled:
             gc.enable()
-    write_json_atomic(out_dir / SUMMARY_FILE, summary.to_dict())
     return summary
+
+
+def _prepare_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` and write a file there now, so an unwritable folder fails before the long work."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EnvironmentProblem(
+            f"the output folder {out_dir} is an existing file", hint="pass --out a folder (made if missing)"
+        )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        raise _write_problem(out_dir, exc) from exc
+
+
+def _write_problem(out_dir: Path, exc: OSError | str) -> EnvironmentProblem:
+    """An error while writing the outputs as one line: what failed, where, and what to do."""
+    reason = exc if isinstance(exc, str) else exc.strerror or str(exc)
+    where = getattr(exc, "filename", None)
+    full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc)
+    return EnvironmentProblem(
+        f"cannot write the outputs to {out_dir}: {reason}"
+        + (f" ({where})" if where and str(where) != str(out_dir) else ""),
+        hint="free some space there, or pass --out a folder on another disk"
+        if full
+        else "pass --out a folder you can write to",
+    )
 
 
 def _pass_one(
@@ -129,7 +161,8 @@ def _pass_one(
         except InputError as error:
             if explicit:
                 raise
-            summary.skipped_files.append({"file": str(path), "reason": str(error).split("\n")[0]})
+            reason = str(error).split("\n")[0].removeprefix(f"{path}: ")
+            summary.skipped_files.append({"file": str(path), "reason": reason})
             continue
         with source:
             source.on_progress(advance)
@@ -188,21 +221,25 @@ def _clean_in_workers(
             "settings": settings.model_dump(mode="json"),
             "out_dir": str(job_dir),
         }
-        stderr = open(job_dir / "stderr.txt", "wb")  # noqa: SIM115 - closed below
-        process = subprocess.Popen(
+        process = subprocess.Popen(  # stderr in a pipe, not a file: a full disk must not hide it
             [sys.executable, "-m", "perfspec.audit.worker", json.dumps(request)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=stderr,
+            stderr=subprocess.PIPE,
         )
-        jobs.append((process, job_dir, stderr))
+        jobs.append((process, job_dir))
     failures = []
-    for process, job_dir, stderr in jobs:
-        code = process.wait()
-        stderr.close()
+    write_failures = []
+    for process, _ in jobs:
+        _, err = process.communicate()
+        code = process.returncode
         if code != 0:
-            tail = (job_dir / "stderr.txt").read_text(errors="replace").strip().splitlines()[-3:]
+            tail = err.decode(errors="replace").strip().splitlines()[-3:]
+            if code == EXIT_WRITE_FAILED and tail:
+                write_failures.append(tail[-1].removeprefix("error: "))
             failures.append(f"exit {code}: {' | '.join(tail)}")
+    if write_failures:  # every worker has ended: none writes into the folder about to be removed
+        raise _write_problem(work_dir.parent, write_failures[0])
     if failures:
         raise EnvironmentProblem(
             f"{source.display}: a parallel cleaning worker failed ({failures[0]})",
@@ -211,7 +248,7 @@ def _clean_in_workers(
     counts = FileCounts(source.display, source.format, source.compression)
     parts: list[PartResult] = []
     line_offset = 0
-    for _, job_dir, _ in jobs:
+    for _, job_dir in jobs:
         result = json.loads((job_dir / "result.json").read_text())
         parts.append(
             PartResult(

@@ -11,7 +11,7 @@ stage rank (9 bytes).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from perfspec.audit.accept import accept_rows, as_row
 from perfspec.audit.fastpath import (
     EVENT_DECODER,
     Event,
-    event_columns,
-    event_row_of,
     may_hold_huge_number,
     release_scratch,
 )
@@ -44,9 +43,8 @@ from perfspec.audit.schema import (
     EVENTS_SCHEMA,
     MAX_AUDIT_ID_CHARS,
     STAGE_RANK,
-    TIMESTAMP_COLUMNS,
 )
-from perfspec.audit.sources import STREAM_ERRORS, LineTooLong, OpenedSource, StreamBroken
+from perfspec.audit.sources import STREAM_ERRORS, LineTooLong, OpenedSource, StreamBroken, TrailingGarbage
 from perfspec.settings import CleanSettings
 
 #: Dictionary encoding only where values repeat (measured: faster and smaller than on every column).
@@ -63,7 +61,6 @@ PARQUET_OPTIONS: dict[str, Any] = {
 #: and pass 2 writes ``events.parquet`` from them in every case (so Parquet is encoded once).
 PART_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
 
-_COLUMN_TYPES = {f.name: f.type for f in EVENTS_SCHEMA}
 _STAGES = pa.array(list(STAGE_RANK))
 # Fixed odd 64-bit weights: the audit-ID hash is the same in every run, process and machine.
 _HASH_WEIGHTS = np.random.default_rng(0x9E3779B9).integers(
@@ -137,7 +134,10 @@ class Collector:
         try:
             reader(source, counts)
         except StreamBroken as broken:
-            self._reject(source.display, broken.next_line, "truncated-stream", broken.tail, broken.detail)
+            reason = (
+                "trailing-garbage" if isinstance(broken.__cause__, TrailingGarbage) else "truncated-stream"
+            )
+            self._reject(source.display, broken.next_line, reason, broken.tail, broken.detail)
             counts.read += 1
             counts.complete = False
             counts.error = broken.detail
@@ -309,29 +309,20 @@ class Collector:
         if not self.rows:
             return
         rows, lines = self.rows, self.lines
-        try:
-            arrays = _column_arrays(rows, mixed=self.tuples)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
-            rows, lines = self._drop_bad_rows(file, [_as_row(row) for row in rows], lines)
-            arrays = _column_arrays(rows, mixed=True) if rows else None
+        accepted = accept_rows(rows, mixed=self.tuples)
         self.rows = []
         self.lines = []
         self.tuples = False
+        for index, reason, detail in accepted.refused:
+            row = dict(zip(EVENT_COLUMNS, as_row(rows[index]), strict=True))
+            self._reject(file, lines[index], reason, row, detail)
+        arrays = accepted.arrays
         if arrays is None:
             return
-        received = arrays[EVENT_COLUMNS.index("request_received_at")]
-        missing = received.is_null()
-        if missing.true_count:
-            for index in np.flatnonzero(missing.to_numpy(zero_copy_only=False)):
-                row = dict(zip(EVENT_COLUMNS, _as_row(rows[index]), strict=True))
-                self._reject(file, lines[index], "missing-timestamp", row, "no requestReceivedTimestamp")
-            keep_mask = pc.invert(missing)
-            arrays = [a.filter(keep_mask) for a in arrays]
-            lines = [line for line, bad in zip(lines, missing.to_pylist(), strict=True) if not bad]
-            rows = [row for row, bad in zip(rows, missing.to_pylist(), strict=True) if not bad]
-            if not lines:
-                return
+        if accepted.refused:
+            lines = [lines[index] for index in accepted.kept]
         count = len(lines)
+        received = arrays[EVENT_COLUMNS.index("request_received_at")]
         arrays.append(pa.array([file] * count, pa.string()))
         arrays.append(pa.array(lines, pa.int64()))
         batch = pa.RecordBatch.from_arrays(arrays, schema=EVENTS_SCHEMA)
@@ -342,24 +333,10 @@ class Collector:
         self.ranks.append(pc.index_in(batch.column(1), value_set=_STAGES).to_numpy().astype(np.int8))
         self.file_rows[-1] += count
         self.rows_written += count
-        low, high = pc.min_max(received.filter(pc.invert(missing))).values()
+        low, high = pc.min_max(received).values()
         if low.is_valid:
             self.min_ts = low if self.min_ts is None or low.value < self.min_ts.value else self.min_ts
             self.max_ts = high if self.max_ts is None or high.value > self.max_ts.value else self.max_ts
-
-    def _drop_bad_rows(self, file: str, rows: list[Row], lines: list[int]) -> tuple[list[Row], list[int]]:
-        """Slow path, only for a batch Arrow refused: find the offending rows one by one, reject them."""
-        good_rows: list[Row] = []
-        good_lines: list[int] = []
-        for row, line in zip(rows, lines, strict=True):
-            problem = _row_problem(row)
-            if problem is None:
-                good_rows.append(row)
-                good_lines.append(line)
-            else:
-                reason, detail = problem
-                self._reject(file, line, reason, dict(zip(EVENT_COLUMNS, row, strict=True)), detail)
-        return good_rows, good_lines
 
     def close(self) -> PartResult:
         """Finish the part file; what pass 2 needs to know about it."""
@@ -390,66 +367,6 @@ def _is_utf8(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-def _as_row(row: Row | Event) -> Row:
-    return row if row.__class__ is tuple else event_row_of(row)  # type: ignore[arg-type,return-value]
-
-
-def _columns(rows: list[Row | Event], mixed: bool) -> list[Sequence[Any]]:
-    """The event columns of buffered rows: fast-path Events, or (``mixed``) Events and tuples."""
-    if not mixed:
-        return event_columns(rows)  # type: ignore[arg-type]
-    tuple_at = [i for i, row in enumerate(rows) if row.__class__ is tuple]
-    if len(tuple_at) * 4 > len(rows):
-        return list(zip(*map(_as_row, rows), strict=True))
-    columns = event_columns([row for row in rows if row.__class__ is not tuple])  # type: ignore[misc]
-    merged_columns: list[Sequence[Any]] = []
-    for c, column in enumerate(columns):  # splice the few tuple rows in, in order
-        merged: list[Any] = []
-        taken = 0
-        for k, i in enumerate(tuple_at):
-            merged.extend(column[taken : i - k])
-            merged.append(rows[i][c])  # type: ignore[index]
-            taken = i - k
-        merged.extend(column[taken:])
-        merged_columns.append(merged)
-    return merged_columns
-
-
-def _column_arrays(rows: list[Any], mixed: bool = True) -> list[pa.Array]:
-    """Arrow arrays for the event columns of event rows (tuples and/or fast-path Events, see
-    ``_columns``); raises if any value has the wrong type or timestamp format."""
-    columns = _columns(rows, mixed)
-    arrays: list[pa.Array] = []
-    for name, values in zip(EVENT_COLUMNS, columns, strict=True):
-        if name in TIMESTAMP_COLUMNS:
-            arrays.append(_timestamps(pa.array(values, pa.string())))
-        else:
-            arrays.append(pa.array(values, _COLUMN_TYPES[name]))
-    return arrays
-
-
-def _timestamps(strings: pa.Array) -> pa.Array:
-    """RFC 3339 strings -> timestamp[us, UTC]; nanosecond fractions (older API servers) are truncated."""
-    try:
-        return strings.cast(pa.timestamp("us", tz="UTC"))
-    except pa.ArrowInvalid:
-        return strings.cast(pa.timestamp("ns", tz="UTC")).cast(pa.timestamp("us", tz="UTC"), safe=False)
-
-
-def _row_problem(row: Row) -> tuple[str, str] | None:
-    for name, value in zip(EVENT_COLUMNS, row, strict=True):
-        if value is None:
-            continue
-        try:
-            if name in TIMESTAMP_COLUMNS:
-                _timestamps(pa.array([value], pa.string()))
-            else:
-                pa.array([value], _COLUMN_TYPES[name])
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
-            return ("bad-field", f"{name}={value!r:.80} is not a valid {_COLUMN_TYPES[name]}")
-    return None
 
 
 def hash_audit_ids(ids: pa.Array) -> np.ndarray:

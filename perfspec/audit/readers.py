@@ -11,6 +11,7 @@ import codecs
 import csv
 import json
 import re
+import reprlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,19 +30,31 @@ class NotAnEvent(ValueError):
         self.detail = detail
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+
+
+def shown(value: Any) -> str:
+    """A sender's value as a reject reason shows it: short, and never the inside of an object or array
+    (which could hold a Secret's data, and whose repr could be megabytes)."""
+    if isinstance(value, dict | list):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
+    return _REPR.repr(value)
+
+
 def event_row(ev: Any) -> Row:
     """The row of one audit ``Event`` (v1 or v1beta1). Raises ``NotAnEvent`` when it is not one."""
     if ev.__class__ is not dict:
         raise NotAnEvent("not-an-event", f"a JSON {type(ev).__name__}, not an object")
     kind = ev.get("kind")
     if kind != "Event" and (kind is not None or "auditID" not in ev):
-        raise NotAnEvent("not-an-event", f"kind is {kind!r}, expected 'Event'")
+        raise NotAnEvent("not-an-event", f"kind is {shown(kind)}, expected 'Event'")
     audit_id = ev.get("auditID")
     stage = ev.get("stage")
     if audit_id.__class__ is not str or not 0 < len(audit_id) <= MAX_AUDIT_ID_CHARS:
         raise NotAnEvent("bad-audit-id", "auditID missing, not a string, or longer than 256 characters")
     if stage.__class__ is not str or stage not in STAGE_RANK:
-        raise NotAnEvent("bad-stage", f"stage {stage!r} is not one of {', '.join(STAGE_RANK)}")
+        raise NotAnEvent("bad-stage", f"stage {shown(stage)} is not one of {', '.join(STAGE_RANK)}")
     try:
         obj = ev.get("objectRef") or _EMPTY
         user = ev.get("user") or _EMPTY
@@ -100,9 +113,9 @@ def csv_row(line: str) -> Row:
     if not 0 < len(audit_id) <= MAX_AUDIT_ID_CHARS:
         raise NotAnEvent("bad-audit-id", "auditID column is empty or longer than 256 characters")
     if stage not in STAGE_RANK:
-        raise NotAnEvent("bad-stage", f"stage {stage!r} is not one of {', '.join(STAGE_RANK)}")
+        raise NotAnEvent("bad-stage", f"stage {shown(stage)} is not one of {', '.join(STAGE_RANK)}")
     if code and not code.isdigit():
-        raise NotAnEvent("bad-field", f"responseStatus.code {code!r} is not a number")
+        raise NotAnEvent("bad-field", f"responseStatus.code {shown(code)} is not a number")
     return (
         audit_id,
         stage,

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import contextlib
 import csv
-import gzip
 import io
 import lzma
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, NamedTuple
 
 import orjson
 
@@ -29,7 +29,12 @@ Compression = Literal["none", "gzip", "xz", "bz2"]
 
 BLOCK_BYTES = 4 * 1024 * 1024
 SNIFF_BYTES = 64 * 1024
+#: The format is the majority's over this many first non-blank lines, read from at most SNIFF_MAX_BYTES.
+SNIFF_LINES = 32
+SNIFF_MAX_BYTES = 1024 * 1024
 CSV_COLUMNS = 15
+#: What ``perfspec clean`` writes (a folder holding them is never read back as input).
+OUTPUT_FILES = ("events.parquet", "rejects.jsonl", "summary.json")
 
 _MAGIC: tuple[tuple[bytes, Compression], ...] = (
     (b"\x1f\x8b", "gzip"),
@@ -51,8 +56,19 @@ _SKIP_NAMES = {
     "license.txt",
 }
 
+
+class TrailingGarbage(ValueError):
+    """Bytes that are neither NUL padding nor another stream after the end of a compressed stream."""
+
+
 #: What a broken compressed stream raises while being read.
-STREAM_ERRORS: tuple[type[BaseException], ...] = (EOFError, OSError, lzma.LZMAError, zlib.error)
+STREAM_ERRORS: tuple[type[BaseException], ...] = (
+    EOFError,
+    OSError,
+    lzma.LZMAError,
+    zlib.error,
+    TrailingGarbage,
+)
 
 
 @dataclass(frozen=True)
@@ -84,9 +100,11 @@ class OpenedSource:
     format: Format
     size: int
     _raw: BinaryIO
-    _stream: BinaryIO
+    _stream: BinaryIO | _Decompressed
     _head: bytes
     _pending_error: BaseException | None = None
+    _lead: bytes = b""  # a BOM met before the blank lines below
+    _blank_lines: int = 0  # leading blank lines, counted while sniffing and given back as empty lines
     _progress: Callable[[int], None] | None = field(default=None, repr=False)
     _reported: int = 0
 
@@ -120,6 +138,13 @@ class OpenedSource:
 
     def byte_blocks(self) -> Iterator[bytes]:
         """Decompressed content in blocks; a broken stream raises after every readable byte is given."""
+        if self._lead:
+            yield self._lead
+            self._lead = b""
+        while self._blank_lines:
+            count = min(self._blank_lines, BLOCK_BYTES)
+            self._blank_lines -= count
+            yield b"\n" * count
         if self._head:
             yield self._head
             self._head = b""
@@ -237,22 +262,26 @@ def line_start_after(path: Path, offset: int, limit: int) -> int | None:
     return None
 
 
-def expand_sources(sources: Sequence[Path]) -> list[tuple[Path, bool]]:
-    """Files to read, in order: ``(path, given explicitly)``; a directory adds its files sorted by path."""
+def expand_sources(sources: Sequence[Path], out_dir: Path | None = None) -> list[tuple[Path, bool]]:
+    """Files to read, in order: ``(path, given explicitly)``; a directory adds its files sorted by path.
+
+    A directory's hidden files, a campaign's side files and what clean wrote there (``out_dir``, or an
+    earlier run's output folder) are left out, so cleaning into the input folder reads the same events.
+    """
     if not sources:
         raise InputError("no input given", hint="pass one or more audit log files or directories")
     files: list[tuple[Path, bool]] = []
     for source in sources:
         path = Path(source)
         if path.is_dir():
-            found = sorted(
+            found = [
                 p
                 for p in path.rglob("*")
                 if p.is_file()
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
                 and p.name.lower() not in _SKIP_NAMES
-            )
-            files.extend((p, False) for p in found)
+            ]
+            files.extend((p, False) for p in sorted(_without_outputs(path, found, out_dir)))
         elif path.is_file():
             files.append((path, True))
         elif path.exists():
@@ -267,8 +296,40 @@ def expand_sources(sources: Sequence[Path]) -> list[tuple[Path, bool]]:
     return files
 
 
+def _without_outputs(root: Path, files: list[Path], out_dir: Path | None) -> list[Path]:
+    """``files`` (found under ``root``) less clean's outputs: an output folder below ``root`` is left out
+    whole; ``root`` itself as one (``--out`` the input folder) loses only the files clean writes."""
+    summary_name = OUTPUT_FILES[2]
+    own = {p.relative_to(root).parts[:-1] for p in files if p.name == summary_name and _written_by_clean(p)}
+    if out_dir is not None:
+        with contextlib.suppress(ValueError, OSError):  # ValueError: not inside this folder
+            own.add(Path(out_dir).resolve().relative_to(root.resolve()).parts)
+    if not own:
+        return files
+    kept = []
+    for path in files:
+        parts = path.relative_to(root).parts
+        if len(parts) == 1 and () in own and path.name in OUTPUT_FILES:
+            continue
+        if any(folder and parts[: len(folder)] == folder for folder in own):
+            continue
+        kept.append(path)
+    return kept
+
+
+def _written_by_clean(summary: Path) -> bool:
+    """True for a ``summary.json`` written by clean beside its ``events.parquet``."""
+    if not (summary.parent / OUTPUT_FILES[0]).is_file():
+        return False
+    try:
+        value = orjson.loads(summary.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return False
+    return isinstance(value, dict) and {"read", "kept", "duplicates", "rejected", "files"} <= value.keys()
+
+
 def open_source(path: Path, max_line_bytes: int) -> OpenedSource:
-    """Open ``path``, detect compression from magic bytes and format from the first decompressed bytes.
+    """Open ``path``, detect compression from magic bytes and format from its first records.
 
     Raises ``InputError`` for binary data, an unsupported compression or an unrecognised format.
     """
@@ -290,36 +351,165 @@ def open_source(path: Path, max_line_bytes: int) -> OpenedSource:
                     f"{path}: {name}-compressed input is not supported",
                     hint="decompress it first, or recompress with gzip or xz",
                 )
-        stream = _decompressor(raw, compression)
-        head, pending = _read_head(stream)
-        fmt = sniff_format(head, path, max_line_bytes, compressed=compression != "none")
-        if pending is not None and not head:
+        stream = raw if compression == "none" else _Decompressed(raw, compression, size)
+        head = _read_head(stream)
+        fmt = sniff_format(head.data, path, max_line_bytes, compression != "none", head.at_end)
+        if head.error is not None and not head.data.strip():
             raise InputError(
-                f"{path}: {compression} data is unreadable ({pending})",
+                f"{path}: {compression} data is unreadable ({head.error})",
                 hint="the file is corrupt or truncated from the start; copy it again",
             )
-        return OpenedSource(path, str(path), compression, fmt, size, raw, stream, head, pending)
+        return OpenedSource(
+            path, str(path), compression, fmt, size, raw, stream, head.data, head.error, head.lead,
+            head.blank_lines,
+        )  # fmt: skip
     except BaseException:
         raw.close()
         raise
 
 
-def _decompressor(raw: BinaryIO, compression: Compression) -> BinaryIO:
-    if compression == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    if compression == "xz":
-        return lzma.LZMAFile(raw, mode="rb")  # type: ignore[return-value]
-    if compression == "bz2":
-        return bz2.BZ2File(raw, mode="rb")  # type: ignore[return-value]
-    return raw
+_READ_BYTES = 256 * 1024
+_STREAM_MAGIC: dict[str, bytes] = {name: prefix for prefix, name in _MAGIC}
 
 
-def _read_head(stream: BinaryIO) -> tuple[bytes, BaseException | None]:
-    """First ~64 KiB of decompressed content, and the error that stopped it early, if any."""
-    return _read_up_to(stream, SNIFF_BYTES)
+class _Decompressed:
+    """The decompressed bytes of a gzip, xz or bz2 file: one rule for all three on what follows a stream.
+
+    Why not ``GzipFile``/``LZMAFile``/``BZ2File``: after the end of a stream gzip fails on foreign bytes
+    while xz and bz2 drop them silently (with a whole second xz stream after padding). Here NUL padding
+    is skipped (gzip and xz allow it), another stream of the kind is read on, and anything else raises
+    ``TrailingGarbage`` once every decoded byte was given (a last line without newline gets one first,
+    so it is read as the complete line it is).
+    """
+
+    def __init__(self, raw: BinaryIO, compression: Compression, size: int) -> None:
+        self._raw = raw
+        self._compression = compression
+        self._size = size
+        self._magic = _STREAM_MAGIC[compression]
+        self._decompressor: Any = self._new()
+        self._input = b""  # compressed bytes read but not given to the decompressor yet
+        self._between = False  # after the end of a stream
+        self._finished = False
+        self._error: BaseException | None = None
+        self._last = b"\n"  # the last byte given
+
+    def _new(self) -> Any:
+        if self._compression == "gzip":
+            return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # header, CRC and size checked
+        if self._compression == "xz":
+            return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        return bz2.BZ2Decompressor()
+
+    def read1(self, limit: int) -> bytes:
+        """Up to ``limit`` decompressed bytes; b"" at the end."""
+        while not self._finished:
+            if self._error is not None:
+                if self._last != b"\n":
+                    self._last = b"\n"
+                    return b"\n"
+                raise self._error
+            if self._between:
+                self._next_stream()
+                continue
+            out = self._decompress(limit)
+            if out:
+                self._last = out[-1:]
+                return out
+        return b""
+
+    read = read1
+
+    def _decompress(self, limit: int) -> bytes:
+        decompressor = self._decompressor
+        if self._compression == "gzip":  # zlib hands back the input it did not use
+            data = self._input or self._raw.read(_READ_BYTES)
+            ended = not data
+            out = decompressor.decompress(data, limit)
+            self._input = decompressor.unconsumed_tail
+        else:  # lzma and bz2 keep it inside
+            ended = False
+            if self._input:
+                data, self._input = self._input, b""
+            elif decompressor.needs_input:
+                data = self._raw.read(_READ_BYTES)
+                ended = not data
+            else:
+                data = b""
+            out = decompressor.decompress(data, limit)
+        if decompressor.eof:
+            self._input = decompressor.unused_data
+            self._between = True
+        elif ended and not out:
+            raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+        return out
+
+    def _next_stream(self) -> None:
+        """After a stream: the next one, the end of the file, or garbage (noted, raised after the data)."""
+        self._between = False
+        data = self._input.lstrip(b"\0")
+        while len(data) < len(self._magic):
+            more = self._raw.read(_READ_BYTES)
+            if not more:
+                break
+            data = (data + more).lstrip(b"\0")
+        self._input = data
+        if not data:
+            self._finished = True
+        elif data.startswith(self._magic):
+            self._decompressor = self._new()
+        else:
+            start = self._raw.tell() - len(data)
+            self._error = TrailingGarbage(
+                f"{self._size - start} bytes of trailing garbage after the {self._compression} stream "
+                f"(from byte {start}) ignored"
+            )
+
+    def close(self) -> None:
+        self._raw.close()
 
 
-def _read_up_to(stream: BinaryIO, limit: int) -> tuple[bytes, BaseException | None]:
+class _Head(NamedTuple):
+    """What ``_read_head`` read: ``lead`` (a BOM), ``blank_lines``, then ``data`` (at the end or not)."""
+
+    lead: bytes
+    blank_lines: int
+    data: bytes
+    at_end: bool
+    error: BaseException | None
+
+
+def _read_head(stream: BinaryIO | _Decompressed) -> _Head:
+    """The first records, for ``sniff_format``: about SNIFF_LINES non-blank lines, at most SNIFF_MAX_BYTES.
+
+    Leading blank lines are only counted (a long run of them is neither held in memory nor taken for an
+    empty file); the readers get them back as empty lines, which they skip alike.
+    """
+    data, error = _read_up_to(stream, SNIFF_BYTES)
+    at_end = error is None and len(data) < SNIFF_BYTES
+    lead = b""
+    blank_lines = 0
+    if data.startswith(codecs.BOM_UTF8) and not data[3:].strip() and not at_end:
+        lead, data = data[:3], data[3:]
+    while data and not data.strip() and not at_end and error is None:
+        cut = data.rfind(b"\n") + 1
+        blank_lines += data.count(b"\n", 0, cut)
+        more, error = _read_up_to(stream, SNIFF_BYTES)
+        at_end = error is None and len(more) < SNIFF_BYTES
+        data = data[cut:][-SNIFF_BYTES:] + more  # blank space without a newline: its length does not matter
+    while not at_end and error is None and len(data) < SNIFF_MAX_BYTES and _count_records(data) < SNIFF_LINES:
+        more, error = _read_up_to(stream, SNIFF_BYTES)
+        at_end = error is None and len(more) < SNIFF_BYTES
+        data += more
+    return _Head(lead, blank_lines, data, at_end, error)
+
+
+def _count_records(data: bytes) -> int:
+    """Complete non-blank lines in ``data``."""
+    return sum(1 for line in data.split(b"\n")[:-1] if line.strip())
+
+
+def _read_up_to(stream: BinaryIO | _Decompressed, limit: int) -> tuple[bytes, BaseException | None]:
     """About ``limit`` bytes (b"" at the end) and the stream error that cut them short, if any.
 
     What was decompressed before a corruption is returned, not lost, so a truncated file keeps its rows.
@@ -339,8 +529,15 @@ def _read_up_to(stream: BinaryIO, limit: int) -> tuple[bytes, BaseException | No
     return b"".join(parts), None
 
 
-def sniff_format(head: bytes, path: Path, max_line_bytes: int, compressed: bool = False) -> Format:
-    """Which reader fits: JSON lines, JSON document(s), the Logstash CSV, or an empty file."""
+def sniff_format(
+    head: bytes, path: Path, max_line_bytes: int, compressed: bool = False, at_end: bool = False
+) -> Format:
+    """Which reader fits: JSON lines, JSON document(s), the Logstash CSV, or an empty file.
+
+    The first SNIFF_LINES non-blank lines vote (a line that is a JSON object or array for JSON lines, a
+    15-field row for the CSV), so one torn first line (a log copied from the middle) decides nothing: a
+    first line that fits neither does not count against the others. ``at_end``: ``head`` is the whole file.
+    """
     body = head[3:] if head.startswith(codecs.BOM_UTF8) else head
     stripped = body.lstrip()
     if not stripped:
@@ -352,30 +549,45 @@ def sniff_format(head: bytes, path: Path, max_line_bytes: int, compressed: bool 
             hint="expected JSON lines of audit Events, an Event/EventList JSON document, "
             "or the 15-column Logstash CSV (optionally .gz/.xz/.bz2)",
         )
-    first = stripped[:1]
-    if first in (b"{", b"["):
-        complete = body.split(b"\n")[:-1]
-        lines = [ln for ln in complete if ln.strip()]
-        if not lines:
-            return "jsonl"  # one long first line (or a one-line file): JSON lines
-        first_line = lines[0]
-        try:
-            orjson.loads(first_line)  # JSON lines: the first line is a whole value
-        except orjson.JSONDecodeError:
-            return "json-document"  # pretty-printed (or a corrupt first line: documents resync per line)
+    lines = body.split(b"\n")
+    if not at_end:
+        lines.pop()  # may be cut short
+    records = [line for line in lines if line.strip()][:SNIFF_LINES]
+    starts_json = stripped[:1] in (b"{", b"[")
+    if not records:  # one line longer than the head
+        if starts_json:
+            return "jsonl"
+        records = [stripped.split(b"\n", 1)[0]]
+    votes = [_vote(record) for record in records]
+    json_votes = votes.count("jsonl")
+    csv_votes = votes.count("logstash-csv")
+    voters = len(votes) - (votes[0] is None)
+    if 2 * json_votes > voters:
         return "jsonl"
-    first_line = stripped.split(b"\n", 1)[0].decode("utf-8", "replace")
-    try:
-        row = next(csv.reader(io.StringIO(first_line)))
-    except (csv.Error, StopIteration):
-        row = []
-    if len(row) == CSV_COLUMNS:
+    if 2 * csv_votes > voters:
         return "logstash-csv"
+    if starts_json:
+        return "json-document"  # pretty-printed (corrupt documents resync per line)
     raise InputError(
         f"{path}: not an audit log (starts with {stripped[:40]!r})",
         hint="expected JSON lines of audit Events, an Event/EventList JSON document, "
         "or the 15-column Logstash CSV",
     )
+
+
+def _vote(line: bytes) -> Format | None:
+    """The format one line belongs to, if any (a JSON object or array line; a 15-field CSV row)."""
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        return "jsonl" if isinstance(value, dict | list) else None
+    try:
+        row = next(csv.reader(io.StringIO(line.decode("utf-8", "replace").rstrip("\r"))))
+    except (csv.Error, StopIteration):
+        return None
+    return "logstash-csv" if len(row) == CSV_COLUMNS else None
 
 
 def _is_utf8_text(data: bytes) -> bool:
@@ -388,6 +600,8 @@ def _is_utf8_text(data: bytes) -> bool:
 
 
 def _describe_stream_error(source: OpenedSource, exc: BaseException) -> str:
+    if isinstance(exc, TrailingGarbage):
+        return str(exc)
     if isinstance(exc, EOFError):
         return f"{source.compression} stream is truncated ({exc})"
     return f"{source.compression} stream is corrupt ({exc})"

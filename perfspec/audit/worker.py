@@ -87,5 +87,19 @@ def run(request: dict) -> None:
     )
 
 
+#: Exit status of a worker that could not write its part (a full disk): an environment problem.
+EXIT_WRITE_FAILED = 3
+
+
+def main(argv: list[str]) -> int:
+    """Run one request; an OSError (its inputs are checked by the parent) is one line and exit 3."""
+    try:
+        run(json.loads(argv[0]))
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
+    return 0
+
+
 if __name__ == "__main__":
-    run(json.loads(sys.argv[1]))
+    sys.exit(main(sys.argv[1:]))

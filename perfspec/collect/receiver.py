@@ -1,27 +1,30 @@
 """Audit webhook receiver: the API server's webhook backend POSTs ``EventList`` batches here.
 
 Why it is built this way:
-- An acknowledged event is never lost: events go through :class:`JsonlSink` (flush + fsync) before
-  the 200; a write error answers 503 so the API server keeps the batch and retries.
-- Bad input never stops it: a body over ``max_body_bytes`` gets 413 before it is read, non-JSON or
-  non-audit bodies get 400, each counted and set aside in ``receiver-rejects.jsonl``; malformed items
-  inside a good batch are set aside while the rest is kept. An item is an event when the cleaner would
-  read it as one (``perfspec.audit.readers.event_row``: one definition for both).
-- No secret reaches a rejects file: a rejected JSON body or item is stored as the cleaner stores its
-  rejects (``perfspec.audit.rejects.redact_raw``: bodies and ``data``/``stringData``/``binaryData``
-  redacted, then truncated to 2 KB). A body that is not JSON at all cannot be redacted (no structure;
-  it could be a Secret as YAML), so only its length and SHA-256 are kept, never its bytes.
-- Bounded memory: at most ``max_connections`` connections (each a thread; more are reset at once, and
-  the API server's webhook backend retries a reset connection) and at most ``max_concurrent_requests``
-  bodies in memory at a time (others get 503 + ``Retry-After``, which the webhook backend retries).
-  Worst case about ``max_concurrent_requests x max_body_bytes x 17`` (the body, its parsed Python
-  objects and the output lines; measured on the RequestResponse samples): 2 x 64 MiB x 17 ~ 2.2 GiB
-  with the defaults, plus ~64 idle threads. API server batches are far smaller (<= 400 events, ~1 MiB);
-  lower ``--max-body`` to bound it further.
+- An acknowledged event is never lost: events go through :class:`JsonlSink` (one write + fsync)
+  before the 200; a write error answers 503 (the API server keeps the batch and retries) and the sink
+  first cuts the file back to its last acknowledged size, so a torn write never spoils the next batch.
+- It acknowledges only what ``clean`` keeps: items are judged by the cleaner's own rule
+  (``collect.intake``); the others are set aside in ``receiver-rejects.jsonl`` (one write per request,
+  at most ``max_rejects_per_request`` recorded, the rest counted), and the reply says how many of each.
+- No secret reaches a rejects file: samples are redacted as the cleaner redacts its rejects
+  (``audit.rejects.redact_raw``). A body that is not JSON cannot be redacted (it could be a Secret as
+  YAML), so only its length and SHA-256 are kept.
+- Bounded memory, whatever the body's shape: bodies over ``max_body_bytes`` get 413 before they are
+  read, and over ``max_batch_items`` items 413 before any per-item work; bodies are read into a shared
+  budget (``max_buffered_bytes``, one client at most half) and processed ``max_concurrent_requests``
+  at a time, as raw slices (``intake``: ~2-3x the body, never the ~100x of parsed Python objects).
+  Measured peaks are in ``bench/RESULTS.md`` (``python -m bench receiver``).
+- Slow or hostile senders cannot lock others out: every request must deliver its headers and body
+  within ``request_timeout_seconds`` (a watchdog closes it otherwise), one address holds at most
+  ``max_connections_per_client`` of the ``max_connections`` connections, and a body being trickled
+  in holds only the bytes it has sent, never a processing slot.
+- A local web page cannot inject events: POSTs need ``Content-Type: application/json`` (415) on the
+  configured ``path`` (404), and CORS preflights are refused (405, no CORS headers).
 - Stdlib only (``http.server`` threads, ``ssl``): binds 127.0.0.1 by default, optional bearer token
-  (401) and TLS; ``GET /healthz`` and ``GET /stats``. ``stop()`` finishes in-flight requests, closes
-  idle keep-alive connections, then closes the files. The CLI refuses a non-loopback address without
-  a token (:func:`check_exposure`); the library itself does not.
+  (401; the scheme is case-insensitive) and TLS; ``GET /healthz`` and ``GET /stats``. ``stop()``
+  finishes in-flight requests, closes idle keep-alive connections, then closes the files. The CLI
+  refuses a non-loopback address without a token (:func:`check_exposure`); the library does not.
 - Request/response bodies (present only at the RequestResponse audit level) are dropped by default
   (``drop_bodies``): they may hold Secrets, and nothing downstream reads them.
 """
@@ -30,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import hmac
 import http.server
 import ipaddress
@@ -39,72 +41,28 @@ import socket
 import ssl
 import struct
 import threading
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from perfspec.audit.readers import NotAnEvent, event_row
-from perfspec.audit.rejects import EVENT_BODY_FIELDS, redact_raw
+from perfspec.collect.intake import BadBatch, TooManyItems, body_digest, take_batch, warm_up
 from perfspec.collect.sink import JsonlSink
 from perfspec.errors import EnvironmentProblem, InputError
 from perfspec.settings import ReceiverSettings
 
-AUDIT_API_VERSIONS = ("audit.k8s.io/v1", "audit.k8s.io/v1beta1")
-REJECT_RAW_CHARS = 2048
 REJECTS_NAME = "receiver-rejects.jsonl"
-#: Beyond settings.max_concurrent_requests bodies in memory, a POST waits this long, then gets 503.
-#: Open connections beyond settings.max_connections (one handler thread each) are reset.
+#: A POST waits this long for room in the body budget or for a processing slot, then gets 503.
 SLOT_WAIT_SECONDS = 0.5
+#: A body fully read waits longer for a processing slot (answering 503 would waste the transfer).
+PROCESS_WAIT_SECONDS = 5.0
 RETRY_AFTER_SECONDS = 1
-
-
-class BadBatch(ValueError):
-    """The body is not an audit EventList/Event; ``doc`` is the parsed body when it was JSON at all."""
-
-    def __init__(self, message: str, doc: Any = None, parsed: bool = True) -> None:
-        super().__init__(message)
-        self.doc = doc
-        self.parsed = parsed
-
-
-def _show(value: Any) -> str:
-    """A short repr of a sender-controlled value for an error message (never a whole document)."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def split_batch(body: bytes) -> tuple[str, list[dict[str, Any]], list[tuple[Any, str]]]:
-    """Parse a webhook body into (apiVersion, good events, [(bad item, reason)]). Raises BadBatch."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as error:  # the message holds a position, never the body's text
-        raise BadBatch(f"not JSON: {error}", parsed=False) from error
-    if not isinstance(doc, dict):
-        raise BadBatch("not a JSON object", doc)
-    api_version = doc.get("apiVersion")
-    if api_version not in AUDIT_API_VERSIONS:
-        raise BadBatch(f"apiVersion {_show(api_version)} is not one of {', '.join(AUDIT_API_VERSIONS)}", doc)
-    kind = doc.get("kind")
-    if kind == "EventList":
-        items = doc.get("items")
-        if items is None:
-            items = []
-        if not isinstance(items, list):
-            raise BadBatch("EventList.items is not a list", doc)
-    elif kind == "Event":
-        items = [doc]
-    else:
-        raise BadBatch(f"kind {_show(kind)} is not EventList or Event", doc)
-    good, bad = [], []
-    for item in items:
-        try:
-            event_row(item)  # the cleaner's own "is this an audit Event" test (perfspec.audit.readers)
-        except NotAnEvent as error:
-            bad.append((item, f"{error.reason}: {error.detail}"))
-        else:
-            good.append(item)
-    return str(api_version), good, bad
+#: Bodies are read in chunks of this size, each reserved in the budget before it is read.
+READ_CHUNK = 1 << 20
+#: How often the watchdog looks for requests past their deadline.
+WATCHDOG_INTERVAL = 0.25
 
 
 def is_loopback(host: str) -> bool:
@@ -140,16 +98,6 @@ def check_exposure(settings: ReceiverSettings, insecure: bool = False) -> list[s
     return []
 
 
-def event_line(item: dict[str, Any], api_version: str, drop_bodies: bool) -> bytes:
-    """One JSON line as the log backend writes it (``kind``/``apiVersion`` first; list items lack them)."""
-    event = {"kind": "Event", "apiVersion": item.get("apiVersion") or api_version}
-    for key, value in item.items():
-        if key in ("kind", "apiVersion") or (drop_bodies and key in EVENT_BODY_FIELDS):
-            continue
-        event[key] = value
-    return orjson.dumps(event)
-
-
 class _Stats:
     FIELDS = (
         "batches",
@@ -157,11 +105,18 @@ class _Stats:
         "bodies_dropped",
         "rejected_bodies",
         "rejected_items",
+        "unrecorded_rejects",
         "unauthorized",
+        "not_found",
+        "unsupported_media_type",
         "too_large",
+        "too_many_items",
         "length_required",
         "write_errors",
+        "undone_writes",
+        "internal_errors",
         "busy",
+        "timeouts",
         "refused_connections",
         "connection_errors",
         "bytes_received",
@@ -171,6 +126,7 @@ class _Stats:
         self._lock = threading.Lock()
         self.values = dict.fromkeys(self.FIELDS, 0)
         self.started_at = dt.datetime.now(dt.UTC).isoformat()
+        self.last_error: str | None = None
 
     def add(self, **counts: int) -> None:
         with self._lock:
@@ -179,7 +135,54 @@ class _Stats:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return {**self.values, "started_at": self.started_at}
+            return {**self.values, "started_at": self.started_at, "last_error": self.last_error}
+
+
+class _Budget:
+    """Bytes of bodies being received at once, in total and per client address (half the total).
+
+    Why: a body is read before it takes a processing slot, so a sender trickling it in blocks nobody;
+    each chunk is reserved before it is read, so such a sender holds only the bytes it has sent.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.per_client = max(total // 2, 1)
+        self.used = 0
+        self.by_client: Counter[str] = Counter()
+        self._cond = threading.Condition()
+
+    def reserve(self, client: str, size: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.used + size > self.total or self.by_client[client] + size > self.per_client:
+                left = deadline - time.monotonic()
+                if left <= 0 or size > self.per_client:
+                    return False
+                self._cond.wait(left)
+            self.used += size
+            self.by_client[client] += size
+            return True
+
+    def release(self, client: str, size: int) -> None:
+        if size <= 0:
+            return
+        with self._cond:
+            self.used -= size
+            self.by_client[client] -= size
+            if self.by_client[client] <= 0:
+                del self.by_client[client]
+            self._cond.notify_all()
+
+
+class _Connection:
+    """What the receiver knows of one open connection: idle between requests, and its deadline."""
+
+    __slots__ = ("deadline", "idle")
+
+    def __init__(self) -> None:
+        self.idle = True
+        self.deadline: float | None = None
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -192,14 +195,8 @@ class _Server(http.server.ThreadingHTTPServer):
         self.receiver.stats.add(connection_errors=1)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Start a handler thread unless ``max_connections`` are open: then reset the connection."""
-        receiver = self.receiver
-        with receiver._conn_lock:
-            full = receiver._open_connections >= receiver.max_connections
-            if not full:
-                receiver._open_connections += 1
-        if full:
-            receiver.stats.add(refused_connections=1)
+        """Start a handler thread unless the connection caps are reached: then reset the connection."""
+        if not self.receiver.admit(client_address):
             with contextlib.suppress(OSError):  # RST, not FIN: the webhook client retries a reset
                 request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 request.close()
@@ -207,18 +204,18 @@ class _Server(http.server.ThreadingHTTPServer):
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._closed_one()
+            self.receiver.release(client_address)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._closed_one()
+            self.receiver.release(client_address)
 
-    def _closed_one(self) -> None:
-        with self.receiver._conn_lock:
-            self.receiver._open_connections -= 1
+
+def _media_type(header: str) -> str:
+    return header.split(";", 1)[0].strip().lower()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -228,31 +225,35 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         self.timeout = self.server.receiver.settings.request_timeout_seconds
+        self.receiver = self.server.receiver
+        self.receiver.track(self)
         super().setup()
+        # the reply's headers and body are two sends: without this, Nagle + delayed ACK add ~40 ms each
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if isinstance(self.request, ssl.SSLSocket):
             self.request.do_handshake()
-        self.server.receiver._track(self, idle=True)
 
     def finish(self) -> None:
-        self.server.receiver._untrack(self)
+        self.receiver.untrack(self)
         with contextlib.suppress(OSError):
             super().finish()
 
     def handle_one_request(self) -> None:
-        receiver = self.server.receiver
-        receiver._track(self, idle=True)
+        receiver = self.receiver
+        receiver.waiting(self)  # the deadline for the next request's headers and body starts now
         if receiver.stopping.is_set():
             self.close_connection = True
             return
         try:
             super().handle_one_request()
         finally:
-            receiver._track(self, idle=True)
+            receiver.waiting(self, deadline=False)
             if receiver.stopping.is_set():
                 self.close_connection = True
 
     def parse_request(self) -> bool:
-        self.server.receiver._track(self, idle=False)
+        self.receiver.busy(self)
         return super().parse_request()
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -274,31 +275,47 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _authorized(self) -> bool:
-        token = self.server.receiver.settings.token
+        token = self.receiver.settings.token
         if not token:
             return True
-        header = self.headers.get("Authorization", "")
-        return hmac.compare_digest(header.encode(), f"Bearer {token}".encode())
+        scheme, _, credentials = self.headers.get("Authorization", "").strip().partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            credentials.strip().encode(), token.encode()
+        )
 
     def do_GET(self) -> None:
+        self.receiver.waiting(self, deadline=False)
         path = self.path.split("?", 1)[0]
         if path == "/healthz":
             self._reply(200, {"status": "ok"})
         elif path == "/stats":
             if not self._authorized():
-                self.server.receiver.stats.add(unauthorized=1)
+                self.receiver.stats.add(unauthorized=1)
                 self._reply(401, {"error": "unauthorized"})
                 return
-            self._reply(200, self.server.receiver.stats_dict())
+            self._reply(200, self.receiver.stats_dict())
         else:
-            self._reply(404, {"error": "not found", "hint": "POST audit batches; GET /healthz or /stats"})
+            self.receiver.stats.add(not_found=1)
+            self._reply(404, {"error": "not found", "hint": "GET /healthz or /stats"})
+
+    def do_OPTIONS(self) -> None:
+        """CORS preflights are refused: no page in a browser may POST here (no Allow-Origin is sent)."""
+        self._reply(405, {"error": "method not allowed"}, close=True)
 
     def do_POST(self) -> None:
-        receiver = self.server.receiver
+        receiver = self.receiver
         settings = receiver.settings
+        if self.path.split("?", 1)[0] != settings.path:
+            receiver.stats.add(not_found=1)
+            self._reply(404, {"error": "not found", "hint": f"POST audit batches to {settings.path}"}, True)
+            return
         if not self._authorized():
             receiver.stats.add(unauthorized=1)
             self._reply(401, {"error": "unauthorized"}, close=True)
+            return
+        if _media_type(self.headers.get("Content-Type", "")) != "application/json":
+            receiver.stats.add(unsupported_media_type=1)
+            self._reply(415, {"error": "Content-Type must be application/json"}, close=True)
             return
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             receiver.stats.add(length_required=1)
@@ -314,54 +331,102 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if length > settings.max_body_bytes:
             receiver.stats.add(too_large=1)
-            self._reply(
-                413, {"error": f"body of {length} bytes exceeds {settings.max_body_bytes}"}, close=True
-            )
+            self._reply(413, {"error": f"body of {length} bytes exceeds {settings.max_body_bytes}"}, True)
             return
-        if not receiver._slots.acquire(timeout=SLOT_WAIT_SECONDS):
-            receiver.stats.add(busy=1)  # body unread: the connection cannot be reused
-            self._reply(503, {"error": "busy, retry later"}, close=True)
-            return
+        client = str(self.client_address[0])
+        reserved = 0
         try:
-            self._receive(length)
-        finally:
-            receiver._slots.release()
-
-    def _receive(self, length: int) -> None:
-        receiver = self.server.receiver
-        settings = receiver.settings
-        body = self.rfile.read(length)
-        if len(body) < length:  # client went away mid-body: nothing to acknowledge
-            self.close_connection = True
-            receiver.stats.add(connection_errors=1)
-            return
-        receiver.stats.add(bytes_received=length)
-        try:
-            api_version, good, bad = split_batch(body)
-        except BadBatch as error:
+            body, reserved = self._read_body(length, client)
+            receiver.waiting(self, deadline=False)
+            if body is None:
+                return
+            if not receiver.slots.acquire(timeout=PROCESS_WAIT_SECONDS):
+                receiver.stats.add(busy=1)
+                self._reply(503, {"error": "busy, retry later"})
+                return
             try:
-                receiver.reject_body(body, error, self.client_address)
+                self._process(body)
+            finally:
+                receiver.slots.release()
+        except Exception as error:  # never a dying thread and an empty reply: one line, counted
+            receiver.internal_error(error)
+            self._reply(500, {"error": f"internal error: {type(error).__name__}: {error}"}, close=True)
+        finally:
+            receiver.budget.release(client, reserved)
+
+    def _read_body(self, length: int, client: str) -> tuple[bytes | None, int]:
+        """The body, read chunk by chunk into the budget; None when it could not be read (answered)."""
+        receiver = self.receiver
+        chunks: list[bytes] = []
+        reserved = 0
+        while reserved < length:
+            size = min(READ_CHUNK, length - reserved)
+            if not receiver.budget.reserve(client, size, SLOT_WAIT_SECONDS):
+                receiver.stats.add(busy=1)  # body not fully read: the connection cannot be reused
+                self._reply(503, {"error": "busy, retry later"}, close=True)
+                return None, reserved
+            reserved += size
+            chunk = self.rfile.read(size)
+            chunks.append(chunk)
+            if len(chunk) < size:  # client went away or missed its deadline: nothing to acknowledge
+                self.close_connection = True
+                receiver.stats.add(connection_errors=1)
+                return None, reserved
+        receiver.stats.add(bytes_received=length)
+        return b"".join(chunks), reserved
+
+    def _process(self, body: bytes) -> None:
+        receiver = self.receiver
+        settings = receiver.settings
+        try:
+            intake = take_batch(
+                body,
+                drop_bodies=settings.drop_bodies,
+                max_items=settings.max_batch_items,
+                max_rejects=settings.max_rejects_per_request,
+            )
+        except TooManyItems as error:
+            receiver.stats.add(too_many_items=1)
+            self._reply(413, {"error": str(error)})
+            return
+        except BadBatch as error:
+            record = {
+                "reason": str(error),
+                "bytes": len(body),
+                "sha256": body_digest(body),
+                "raw": error.sample,
+            }
+            try:
+                receiver.write_rejects([record], self.client_address)
             except OSError as write_error:
-                receiver.stats.add(write_errors=1)
+                receiver.write_failed(write_error)
                 self._reply(503, {"error": f"cannot write rejects: {write_error}"})
                 return
             receiver.stats.add(rejected_bodies=1)
             self._reply(400, {"error": str(error)})
             return
-        lines = [event_line(item, api_version, settings.drop_bodies) for item in good]
         try:
-            receiver.sink.write_batch(lines)
-            for item, reason in bad:
-                receiver.reject_item(item, reason, self.client_address)
+            receiver.sink.write(intake.data)
+            receiver.write_rejects(intake.rejects, self.client_address)
         except OSError as error:
-            receiver.stats.add(write_errors=1)
+            receiver.write_failed(error)
             self._reply(503, {"error": f"cannot write events: {error}"})
             return
-        dropped = (
-            sum(1 for item in good for key in EVENT_BODY_FIELDS if key in item) if settings.drop_bodies else 0
+        receiver.stats.add(
+            batches=1,
+            events=intake.accepted,
+            rejected_items=intake.rejected,
+            unrecorded_rejects=intake.rejected - len(intake.rejects),
+            bodies_dropped=intake.bodies_dropped,
         )
-        receiver.stats.add(batches=1, events=len(lines), rejected_items=len(bad), bodies_dropped=dropped)
-        self._reply(200, {"accepted": len(lines), "rejected": len(bad)})
+        self._reply(
+            200,
+            {
+                "accepted": intake.accepted,
+                "rejected": intake.rejected,
+                "rejects_recorded": len(intake.rejects),
+            },
+        )
 
 
 class AuditReceiver:
@@ -386,12 +451,16 @@ class AuditReceiver:
         self.max_connections = max_connections
         self.stats = _Stats()
         self.stopping = threading.Event()
-        self._slots = threading.BoundedSemaphore(max_concurrent_requests)
+        self.slots = threading.BoundedSemaphore(max_concurrent_requests)
+        self.budget = _Budget(settings.max_buffered_bytes)
         self._open_connections = 0
-        self._connections: dict[_Handler, bool] = {}
+        self._per_client: Counter[str] = Counter()
+        self._connections: dict[_Handler, _Connection] = {}
         self._conn_lock = threading.Lock()
         self._reject_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
+        self.sink = self._open_sink()
         context = self._tls_context()
         try:
             self.server = _Server((settings.host, settings.port), _Handler, bind_and_activate=True)
@@ -404,7 +473,23 @@ class AuditReceiver:
             self.server.socket = context.wrap_socket(
                 self.server.socket, server_side=True, do_handshake_on_connect=False
             )
-        self.sink = JsonlSink(self.out_dir, settings.rotate_bytes, prefix="audit")
+
+    def _open_sink(self) -> JsonlSink:
+        """The output folder, checked writable now (a probe file, fsync'd) rather than at the first batch."""
+        try:
+            sink = JsonlSink(self.out_dir, self.settings.rotate_bytes, prefix="audit")
+            probe = self.out_dir / f".write-probe-{os.getpid()}"
+            with open(probe, "wb") as handle:
+                handle.write(b"ok\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            probe.unlink()
+        except OSError as error:
+            raise EnvironmentProblem(
+                f"cannot write audit events into {self.out_dir}: {error.strerror or error}",
+                hint="pass an --out folder you can write to, on a disk with free space",
+            ) from error
+        return sink
 
     def _tls_context(self) -> ssl.SSLContext | None:
         cert, key = self.settings.tls_cert, self.settings.tls_key
@@ -426,53 +511,118 @@ class AuditReceiver:
         scheme = "https" if isinstance(self.server.socket, ssl.SSLSocket) else "http"
         return f"{scheme}://{host}:{port}"
 
-    def _track(self, handler: _Handler, idle: bool) -> None:
-        with self._conn_lock:
-            self._connections[handler] = idle
+    @property
+    def post_url(self) -> str:
+        """Where the webhook kubeconfig must point (``url`` + the configured path)."""
+        return self.url + self.settings.path
 
-    def _untrack(self, handler: _Handler) -> None:
+    # -- connections ---------------------------------------------------------------------------------
+    def admit(self, client_address: Any) -> bool:
+        """Count a new connection, unless the total or its address's cap is reached (then False)."""
+        client = str(client_address[0])
+        with self._conn_lock:
+            full = (
+                self._open_connections >= self.max_connections
+                or self._per_client[client] >= self.settings.max_connections_per_client
+            )
+            if not full:
+                self._open_connections += 1
+                self._per_client[client] += 1
+        if full:
+            self.stats.add(refused_connections=1)
+        return not full
+
+    def release(self, client_address: Any) -> None:
+        client = str(client_address[0])
+        with self._conn_lock:
+            self._open_connections -= 1
+            self._per_client[client] -= 1
+            if self._per_client[client] <= 0:
+                del self._per_client[client]
+
+    def track(self, handler: _Handler) -> None:
+        with self._conn_lock:
+            self._connections[handler] = _Connection()
+
+    def untrack(self, handler: _Handler) -> None:
         with self._conn_lock:
             self._connections.pop(handler, None)
 
-    def reject_body(self, body: bytes, error: BadBatch, client: Any) -> None:
-        """Set a 400 body aside: redacted and truncated when it is JSON; only size + SHA-256 when not."""
-        self._reject(
-            {
-                "reason": str(error),
-                "bytes": len(body),
-                "sha256": hashlib.sha256(body).hexdigest(),
-                "raw": redact_raw(error.doc, REJECT_RAW_CHARS) if error.parsed else None,
-            },
-            client,
-        )
+    def waiting(self, handler: _Handler, deadline: bool = True) -> None:
+        """Idle between requests: with ``deadline``, the next request must arrive whole in time."""
+        with self._conn_lock:
+            state = self._connections.get(handler)
+            if state is not None:
+                state.idle = True
+                state.deadline = (
+                    time.monotonic() + self.settings.request_timeout_seconds if deadline else None
+                )
 
-    def reject_item(self, item: Any, reason: str, client: Any) -> None:
-        """Set a malformed item of a good batch aside, redacted and truncated."""
-        self._reject({"reason": reason, "raw": redact_raw(item, REJECT_RAW_CHARS)}, client)
+    def busy(self, handler: _Handler) -> None:
+        with self._conn_lock:
+            state = self._connections.get(handler)
+            if state is not None:
+                state.idle = False
 
-    def _reject(self, fields: dict[str, Any], client: Any) -> None:
-        """Append one reject row, fsync'd like the events."""
-        row = {
-            "at": dt.datetime.now(dt.UTC).isoformat(),
-            "client": str(client[0]) if client else None,
-            **fields,
-        }
-        with self._reject_lock, open(self.out_dir / REJECTS_NAME, "ab") as handle:
-            handle.write(orjson.dumps(row) + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+    def _watch(self) -> None:
+        """Close connections whose request has not arrived whole within ``request_timeout_seconds``."""
+        while not self.stopping.wait(WATCHDOG_INTERVAL):
+            now = time.monotonic()
+            with self._conn_lock:
+                late = [
+                    h for h, s in self._connections.items() if s.deadline is not None and s.deadline < now
+                ]
+                for handler in late:
+                    self._connections[handler].deadline = None
+            for handler in late:
+                self.stats.add(timeouts=1)
+                with contextlib.suppress(OSError):
+                    handler.connection.shutdown(socket.SHUT_RDWR)
+
+    # -- outputs -------------------------------------------------------------------------------------
+    def write_rejects(self, records: list[dict[str, Any]], client: Any) -> None:
+        """Append a request's reject records with one write and one fsync."""
+        if not records:
+            return
+        at = dt.datetime.now(dt.UTC).isoformat()
+        where = str(client[0]) if client else None
+        data = b"".join(orjson.dumps({"at": at, "client": where, **record}) + b"\n" for record in records)
+        with self._reject_lock:
+            fd = os.open(
+                self.out_dir / REJECTS_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
+            )
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def write_failed(self, error: OSError) -> None:
+        self.stats.add(write_errors=1)
+        self.stats.last_error = f"write failed: {error}"
+
+    def internal_error(self, error: Exception) -> None:
+        self.stats.add(internal_errors=1)
+        self.stats.last_error = f"{type(error).__name__}: {error}"
 
     def stats_dict(self) -> dict[str, Any]:
         return {
             **self.stats.snapshot(),
+            "undone_writes": self.sink.undone_writes,
             "current_file": self.sink.current_name,
             "out_dir": str(self.out_dir),
             "files": list(self.sink.files_written),
         }
 
     def start(self) -> AuditReceiver:
+        # pyarrow imports pandas on its first array (~1 s): done now, beside serving, not in a request
+        threading.Thread(target=warm_up, name="audit-receiver-warm-up", daemon=True).start()
         self._thread = threading.Thread(target=self.server.serve_forever, name="audit-receiver", daemon=True)
         self._thread.start()
+        self._watchdog = threading.Thread(target=self._watch, name="audit-receiver-watchdog", daemon=True)
+        self._watchdog.start()
         return self
 
     def stop(self) -> dict[str, Any]:
@@ -480,12 +630,14 @@ class AuditReceiver:
         self.stopping.set()
         self.server.shutdown()
         with self._conn_lock:
-            idle = [h for h, is_idle in self._connections.items() if is_idle]
+            idle = [h for h, state in self._connections.items() if state.idle]
         for handler in idle:
             with contextlib.suppress(OSError):
                 handler.connection.shutdown(socket.SHUT_RDWR)
         self.server.server_close()  # joins the handler threads
         if self._thread is not None:
             self._thread.join()
+        if self._watchdog is not None:
+            self._watchdog.join()
         self.sink.close()
         return self.stats_dict()

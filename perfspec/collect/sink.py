@@ -4,16 +4,20 @@ Why: the webhook receiver answers 200 only after ``write_batch`` returns, so a b
 is on disk (file data fsync'd, and the directory fsync'd when a file is created) even if the machine
 loses power right after. A batch is never split across files. A restart never appends to an old file
 (whose tail might be a torn, unacknowledged write): it continues the numbering with a new file.
+A write that fails part-way (disk full) is undone before the error is raised: the file is cut back to
+its last acknowledged size (or, if even that fails, the next batch starts a new file), so the torn
+fragment can never glue itself to the next acknowledged event. Writes go straight to the file
+descriptor: no Python buffer keeps half a batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 _NUMBERED = re.compile(r"^(?P<prefix>.+)-(?P<n>\d+)\.jsonl$")
 
@@ -46,45 +50,70 @@ class JsonlSink:
         self.prefix = prefix
         self._lock = threading.Lock()
         self._number = next_number(self.out_dir, prefix)
-        self._handle: BinaryIO | None = None
+        self._fd: int | None = None
         self._size = 0
         self.files_written: list[str] = []
+        self.undone_writes = 0
 
     @property
     def current_name(self) -> str:
         return f"{self.prefix}-{self._number:06d}.jsonl"
 
-    def _open(self) -> BinaryIO:
-        if self._handle is None:
+    def _open(self) -> int:
+        if self._fd is None:
             path = self.out_dir / self.current_name
-            self._handle = open(path, "xb")  # noqa: SIM115 - kept open across batches, closed on rotate
-            self._size = 0
-            _fsync_dir(self.out_dir)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
             self.files_written.append(path.name)
-        return self._handle
+            self._fd, self._size = fd, 0
+            _fsync_dir(self.out_dir)
+        return self._fd
 
-    def write_batch(self, lines: Sequence[bytes]) -> str:
-        """Append ``lines`` (each without newline) durably; returns the file name they went to."""
-        if not lines:
+    def _next_file(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd = None
+        self._number += 1
+
+    def write(self, data: bytes | bytearray) -> str:
+        """Append ``data`` (whole JSON lines) durably; returns the file name it went to. On an
+        OSError nothing of ``data`` stays in the file (see the module docstring), then it is raised."""
+        if not data:
             return self.current_name
-        data = b"".join(line + b"\n" for line in lines)
         with self._lock:
-            handle = self._open()
+            fd = self._open()
             name = self.current_name
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError:
+                self._undo(fd)
+                raise
             self._size += len(data)
             if self._size >= self.rotate_bytes:
-                handle.close()
-                self._handle = None
-                self._number += 1
+                self._next_file()
             return name
+
+    def write_batch(self, lines: Sequence[bytes]) -> str:
+        """Append ``lines`` (each without newline) durably, as one write; see :meth:`write`."""
+        return self.write(b"".join(line + b"\n" for line in lines))
+
+    def _undo(self, fd: int) -> None:
+        """Cut the file back to its last acknowledged size; if that fails, leave it for a new file."""
+        self.undone_writes += 1
+        try:
+            os.ftruncate(fd, self._size)
+            os.fsync(fd)
+        except OSError:
+            self._next_file()
 
     def close(self) -> None:
         with self._lock:
-            if self._handle is not None:
-                self._handle.flush()
-                os.fsync(self._handle.fileno())
-                self._handle.close()
-                self._handle = None
+            if self._fd is not None:
+                try:
+                    os.fsync(self._fd)
+                finally:
+                    os.close(self._fd)
+                    self._fd = None

@@ -199,7 +199,7 @@ def _run(
         receiver = AuditReceiver(out_dir, settings.receiver).start()
         receiver_dir = None  # labelled below, once the API server's last batch has arrived
     if receiver is not None:
-        err.print(f"receiving audit events at {receiver.url} into {out_dir}")
+        err.print(f"receiving audit events at {receiver.post_url} into {out_dir}")
     try:
         if console.is_terminal:
             with Progress(
@@ -285,7 +285,10 @@ def receive(
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Serve HTTPS with this PEM certificate."),
     tls_key: Path | None = typer.Option(None, "--tls-key", help="Private key (PEM) of --tls-cert."),
     max_body: int | None = typer.Option(
-        None, "--max-body", min=1, help="Largest accepted body in bytes (413 above; default 64 MiB)."
+        None, "--max-body", min=1, help="Largest accepted body in bytes (413 above; default 16 MiB)."
+    ),
+    path: str | None = typer.Option(
+        None, "--path", help="The URL path that takes POSTs (default /audit, as deployments/kind renders it)."
     ),
     rotate_bytes: int | None = typer.Option(
         None, "--rotate-bytes", min=1, help="Start a new file past this size (default 256 MiB)."
@@ -312,6 +315,7 @@ def receive(
         tls_cert=tls_cert,
         tls_key=tls_key,
         max_body_bytes=max_body,
+        path=path,
         rotate_bytes=rotate_bytes,
         drop_bodies=drop_bodies,
     )
@@ -322,7 +326,7 @@ def receive(
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     receiver.start()
-    typer.echo(f"listening on {receiver.url}, writing to {out} (Ctrl-C or SIGTERM to stop)", err=True)
+    typer.echo(f"listening on {receiver.post_url}, writing to {out} (Ctrl-C or SIGTERM to stop)", err=True)
     sys.stderr.flush()
     try:
         if sys.stderr.isatty():

@@ -79,8 +79,9 @@ def clean_command(
 
     Request and response bodies are never stored, not even in rejects.jsonl.
 
-    Exit code 2 on bad input, or when a compressed file is truncated (the events before the break
-    are still written).
+    Exit code 2 on bad input, or when a compressed file is truncated or has trailing garbage (the
+    events before the break are still written); 3 when OUT cannot be written. Files of a directory
+    that are not audit logs are skipped with a warning on stderr (and listed in summary.json).
     """
     from perfspec.audit.worker import skip_pandas_probe
 
@@ -98,6 +99,10 @@ def clean_command(
         typer.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
     else:
         _print_clean(summary, out)
+    for skipped in summary.skipped_files:  # on stderr, with --json too: a file left out is never quiet
+        typer.secho(
+            f"warning: skipped {skipped['file']}: {skipped['reason']}", fg=typer.colors.YELLOW, err=True
+        )
     broken = summary.incomplete_files
     if broken:
         first = broken[0]
@@ -141,8 +146,6 @@ def _print_clean(summary: Any, out: Path) -> None:
             f"{summary.rejected:,}",
         )
     console.print(table)
-    for skipped in summary.skipped_files:
-        console.print(f"skipped {skipped['file']}: {skipped['reason']}")
     if summary.reject_reasons:
         reasons = ", ".join(f"{k}: {v:,}" for k, v in summary.reject_reasons.items())
         console.print(f"rejects ({reasons}) -> {out / 'rejects.jsonl'}")

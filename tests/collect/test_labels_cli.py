@@ -61,14 +61,14 @@ def test_events_received_during_a_campaign_are_labelled_by_step(fake_helm: FakeH
                 "items": [_event(len(sent), now + dt.timedelta(milliseconds=1), record["namespace"])],
             }
             sent.append(record["release"])
-            assert httpx.post(receiver.url, json=body).status_code == 200
+            assert httpx.post(receiver.post_url, json=body).status_code == 200
 
     before = {
         "kind": "EventList",
         "apiVersion": "audit.k8s.io/v1",
         "items": [_event(99, dt.datetime.now(dt.UTC) - dt.timedelta(hours=1), None)],
     }
-    httpx.post(receiver.url, json=before)
+    httpx.post(receiver.post_url, json=before)
     settings = CollectSettings(pause_after_install_seconds=0.05, pause_after_uninstall_seconds=0)
     spec = load_campaign(charts, settings, name="lab")
     result = run_campaign(

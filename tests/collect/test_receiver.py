@@ -27,6 +27,8 @@ from perfspec.errors import InputError
 from perfspec.settings import ReceiverSettings
 from tests.collect.conftest import REPO_ROOT, read_jsonl
 
+JSON = {"Content-Type": "application/json"}
+
 
 def event_lists(events: list[dict[str, Any]], batch: int) -> list[dict[str, Any]]:
     """EventList bodies as the webhook backend sends them: items without kind/apiVersion, one version each."""
@@ -79,7 +81,7 @@ def test_concurrent_batches_every_acknowledged_event_on_disk_exactly_once(
                 "/audit", content=json.dumps(body), headers={"Content-Type": "application/json"}
             )
             assert response.status_code == 200, response.text
-            assert response.json() == {"accepted": len(body["items"]), "rejected": 0}
+            assert response.json() == {"accepted": len(body["items"]), "rejected": 0, "rejects_recorded": 0}
             with lock:
                 acknowledged.extend(i["auditID"] for i in body["items"])
 
@@ -110,14 +112,14 @@ def test_bodies_are_dropped_by_default_and_kept_on_request(
     assert with_bodies, "the samples include RequestResponse events"
     body = {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": with_bodies}
     r = receiver()
-    assert httpx.post(r.url, json=body).status_code == 200
+    assert httpx.post(r.post_url, json=body).status_code == 200
     stats = r.stop()
     stored = read_jsonl(tmp_path / "out")
     assert len(stored) == len(with_bodies) and stats["bodies_dropped"] >= len(with_bodies)
     assert not any("requestObject" in e or "responseObject" in e for e in stored)
     keep = AuditReceiver(tmp_path / "keep", ReceiverSettings(port=0, drop_bodies=False)).start()
     try:
-        assert httpx.post(keep.url, json=body).status_code == 200
+        assert httpx.post(keep.post_url, json=body).status_code == 200
     finally:
         keep.stop()
     assert [e.get("responseObject") for e in read_jsonl(tmp_path / "keep")] == [
@@ -140,12 +142,22 @@ def test_oversized_malformed_and_non_audit_bodies_are_refused_and_it_keeps_runni
 ) -> None:
     r = receiver(max_body_bytes=10_000)
     # 413 from the headers alone: the 50 MB body is never sent, the answer still comes
-    answer = _raw_request(r.url, b"POST /audit HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n")
+    answer = _raw_request(
+        r.url,
+        b"POST /audit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 50000000\r\n\r\n",
+    )
     assert answer.startswith(b"HTTP/1.1 413") and b"Connection: close" in answer
-    assert httpx.post(r.url, content=b"{not json").status_code == 400
-    assert httpx.post(r.url, json={"kind": "Pod", "apiVersion": "v1"}).status_code == 400
-    assert httpx.post(r.url, json={"kind": "EventList", "apiVersion": "audit.k8s.io/v2"}).status_code == 400
-    no_length = _raw_request(r.url, b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert httpx.post(r.post_url, content=b"{not json", headers=JSON).status_code == 400
+    assert httpx.post(r.post_url, json={"kind": "Pod", "apiVersion": "v1"}).status_code == 400
+    assert (
+        httpx.post(r.post_url, json={"kind": "EventList", "apiVersion": "audit.k8s.io/v2"}).status_code == 400
+    )
+    no_length = _raw_request(
+        r.url,
+        b"POST /audit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n",
+    )
     assert no_length.startswith(b"HTTP/1.1 411")
     good = [sample_events[0], sample_events[1]]
     mixed = {
@@ -153,10 +165,14 @@ def test_oversized_malformed_and_non_audit_bodies_are_refused_and_it_keeps_runni
         "apiVersion": "audit.k8s.io/v1",
         "items": [good[0], 42, {"verb": "x"}, good[1]],
     }
-    response = httpx.post(r.url, json=mixed)
-    assert response.status_code == 200 and response.json() == {"accepted": 2, "rejected": 2}
+    response = httpx.post(r.post_url, json=mixed)
+    assert response.status_code == 200 and response.json() == {
+        "accepted": 2,
+        "rejected": 2,
+        "rejects_recorded": 2,
+    }
     single = dict(sample_events[2], kind="Event", apiVersion="audit.k8s.io/v1")
-    assert httpx.post(r.url, json=single).status_code == 200  # a lone Event is accepted too
+    assert httpx.post(r.post_url, json=single).status_code == 200  # a lone Event is accepted too
     assert httpx.get(f"{r.url}/healthz").json() == {"status": "ok"}
     stats = httpx.get(f"{r.url}/stats").json()
     assert (stats["too_large"], stats["rejected_bodies"], stats["rejected_items"], stats["events"]) == (
@@ -186,10 +202,10 @@ def test_oversized_malformed_and_non_audit_bodies_are_refused_and_it_keeps_runni
 def test_bearer_token(receiver: Any, sample_events: list[dict[str, Any]]) -> None:
     r = receiver(token="s3cret")
     body = event_lists(sample_events[:3], batch=3)[0]
-    assert httpx.post(r.url, json=body).status_code == 401
-    assert httpx.post(r.url, json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.post(r.post_url, json=body).status_code == 401
+    assert httpx.post(r.post_url, json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert httpx.get(f"{r.url}/stats").status_code == 401
-    assert httpx.post(r.url, json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert httpx.post(r.post_url, json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
     stats = httpx.get(f"{r.url}/stats", headers={"Authorization": "Bearer s3cret"}).json()
     assert stats["unauthorized"] == 3 and stats["events"] == 3
 
@@ -233,10 +249,10 @@ def test_tls(receiver: Any, sample_events: list[dict[str, Any]], tmp_path: Path)
     assert r.url.startswith("https://")
     context = ssl.create_default_context(cafile=str(cert))
     body = event_lists(sample_events[:5], batch=5)[0]
-    response = httpx.post(r.url, json=body, verify=context, headers={"Authorization": "Bearer t"})
+    response = httpx.post(r.post_url, json=body, verify=context, headers={"Authorization": "Bearer t"})
     assert response.status_code == 200
     with pytest.raises(httpx.ConnectError):  # plain HTTP client or unknown CA: refused
-        httpx.post(r.url, json=body, headers={"Authorization": "Bearer t"})
+        httpx.post(r.post_url, json=body, headers={"Authorization": "Bearer t"})
     assert httpx.get(f"{r.url}/healthz", verify=context).status_code == 200  # server survived the bad client
     r.stop()
     assert len(read_jsonl(tmp_path / "out")) == 5
@@ -253,7 +269,9 @@ def test_stop_finishes_in_flight_request_and_closes_idle_keepalive(
     payload = json.dumps(event_lists(sample_events[:4], batch=4)[0]).encode()
     slow = socket.create_connection((host, int(port)), timeout=10)
     slow.sendall(
-        b"POST /audit HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload[:10]
+        b"POST /audit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+        % len(payload)
+        + payload[:10]
     )
     time.sleep(0.3)
     stopped: dict[str, Any] = {}
@@ -311,7 +329,7 @@ def test_cli_restart_appends_without_overwriting(sample_events: list[dict[str, A
                 time.sleep(0.1)
         half = bodies[round_no::2]
         for body in half:
-            assert httpx.post(url, json=body).status_code == 200
+            assert httpx.post(f"{url}/audit", json=body).status_code == 200
             sent += [i["auditID"] for i in body["items"]]
         proc.send_signal(signal.SIGTERM)
         out_text, err_text = proc.communicate(timeout=30)
@@ -336,15 +354,17 @@ def test_secrets_in_rejected_bodies_and_items_never_reach_disk(
     no_stage = {**sample_events[0], "auditID": "x", "stage": None, "requestObject": SECRET_OBJECT}
     good = {**sample_events[1], "requestObject": SECRET_OBJECT}
     batch = {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [bad_item, no_stage, good]}
-    assert httpx.post(r.url, json=batch).json() == {"accepted": 1, "rejected": 2}
+    assert httpx.post(r.post_url, json=batch).json() == {"accepted": 1, "rejected": 2, "rejects_recorded": 2}
     wrong_version = {"kind": "EventList", "apiVersion": "v1", "items": [{"requestObject": SECRET_OBJECT}]}
-    assert httpx.post(r.url, json=wrong_version).status_code == 400
+    assert httpx.post(r.post_url, json=wrong_version).status_code == 400
     secret_kind = dict(SECRET_OBJECT, stringData={"token": SECRET})  # a Secret posted as such
-    assert httpx.post(r.url, json=secret_kind).status_code == 400
+    assert httpx.post(r.post_url, json=secret_kind).status_code == 400
     annotated = {"kind": "Pod", "metadata": {"annotations": {"last-applied": json.dumps(SECRET_OBJECT)}}}
-    assert httpx.post(r.url, json=annotated).status_code == 400
+    assert httpx.post(r.post_url, json=annotated).status_code == 400
     yaml_secret = f"apiVersion: v1\nkind: Secret\nstringData:\n  password: {SECRET}\n".encode()
-    assert httpx.post(r.url, content=yaml_secret).status_code == 400  # not JSON: nothing of it is kept
+    assert (
+        httpx.post(r.post_url, content=yaml_secret, headers=JSON).status_code == 400
+    )  # not JSON: nothing of it is kept
     r.stop()
     out = tmp_path / "out"
     written = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -361,23 +381,23 @@ def test_secrets_in_rejected_bodies_and_items_never_reach_disk(
     assert rejects[-1]["raw"] is None and rejects[-1]["bytes"] == len(yaml_secret)
 
 
-def test_busy_receiver_answers_503_with_retry_after(
+def test_a_body_trickling_in_holds_no_processing_slot(
     receiver: Any, sample_events: list[dict[str, Any]]
 ) -> None:
     r = receiver(limits={"max_concurrent_requests": 1})
     host, port = r.url.removeprefix("http://").split(":")
     payload = json.dumps(event_lists(sample_events[:2], batch=2)[0]).encode()
-    slow = socket.create_connection((host, int(port)), timeout=10)  # holds the only slot mid-body
-    slow.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload[:5])
+    slow = socket.create_connection((host, int(port)), timeout=10)  # mid-body: only its bytes are held
+    slow.sendall(
+        b"POST /audit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(payload) + payload[:5]
+    )
     time.sleep(0.3)
-    busy = httpx.post(r.url, content=payload)
-    assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
-    assert busy.headers["Connection"] == "close"
+    assert httpx.post(r.post_url, content=payload, headers=JSON).status_code == 200
     slow.sendall(payload[5:])
     assert slow.recv(4096).startswith(b"HTTP/1.1 200")
     slow.close()
-    assert httpx.post(r.url, content=payload).status_code == 200  # the slot is free again
-    assert r.stats.snapshot()["busy"] == 1
+    assert r.stats.snapshot()["busy"] == 0 and r.stats.snapshot()["batches"] == 2
 
 
 def test_connections_beyond_the_cap_are_reset(receiver: Any) -> None:
