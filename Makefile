@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 
 help:
 	@echo "make run    - set up .venv and run the full pipeline on the bundled sample (offline)"
-	@echo "make test   - set up .venv, lint, and run the whole test suite"
+	@echo "make test   - set up .venv, lint (ruff, mypy), and run the whole test suite"
 	@echo "make test-fast - tests without the slow ones"
 	@echo "make bench  - benchmarks (see bench/README.md); results go to bench/RESULTS.md by hand"
 	@echo "make screenshots - headless-Chromium screenshots of the MLflow UI pages (needs chromium)"
@@ -33,6 +33,8 @@ run: setup
 
 lint: setup
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 
 test: setup lint
 	.venv/bin/pytest

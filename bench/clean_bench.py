@@ -181,7 +181,7 @@ def build_log(size_mb: int, path: Path, seed: int = 7) -> Path:
                 written += len(line) + 1
                 if written >= target:
                     break
-    os.replace(tmp, path)
+    tmp.replace(path)
     return path
 
 

@@ -237,6 +237,12 @@ def _keys() -> bytes:
     return _one_item_with(b"{", (b'"k%d":0' % i for i in itertools.count()), b"}")
 
 
+def _top_level_keys() -> bytes:
+    """One event with ~1.4 M extra top-level fields (stored lines copy top-level fields one by one)."""
+    head = LIST_HEAD + orjson.dumps(_item())[:-1] + b","
+    return _fill(head, (b'"k%d":0' % i for i in itertools.count()), b"}" + LIST_TAIL)
+
+
 def _tiny_items(count: int | None) -> Callable[[], bytes]:
     if count is None:
         return lambda: _fill(LIST_HEAD, itertools.repeat(b"{}"), LIST_TAIL)
@@ -252,9 +258,11 @@ SHAPES = (
     Shape("f", "1.6 M tiny items [{},{},…]", _tiny_items(1_600_000), "1,600,000"),
     Shape("f2", "16 MiB of tiny items [{},{},…]", _tiny_items(None), "~5.6 M"),
     Shape("h", '1 event, 14 fields of ~1 MiB [{"":{}},…] (slow path)', _slow_path_item, "1"),
+    Shape("i", "1 event with ~1.4 M top-level fields", _top_level_keys, "1"),
     Shape("g", "2 × (a) at once, 2 connections", _nested(b"[", b"[]", b"]"), "1 + 1", 2),
     Shape("f3", "2 × (f2) at once, 2 connections", _tiny_items(None), "2 × ~5.6 M", 2),
     Shape("h2", "2 × (h) at once, 2 connections", _slow_path_item, "1 + 1", 2),
+    Shape("i2", "2 × (i) at once, 2 connections", _top_level_keys, "1 + 1", 2),
 )
 
 

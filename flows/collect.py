@@ -10,17 +10,16 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
-from pydantic import ValidationError
 
 from flows.config import flow_settings
 from flows.steps import run_step
+from perfspec.collect.helm import find_helm
 from perfspec.errors import EnvironmentProblem, InputError
 from tasks.collect import run_campaign_task
 from tasks.records import CampaignOutput
@@ -70,21 +69,12 @@ def collect(
     ``options`` override collect settings for this run (e.g. ``{"repetitions": 3, "helm": "/opt/helm"}``);
     ``check_cluster=False`` skips the Kubernetes API checks (helm still talks to the cluster).
     """
-    try:
-        settings = flow_settings(data_dir).with_section("collect", **(options or {}))
-    except ValidationError as error:
-        raise InputError(
-            f"invalid collect option: {error.errors()[0]['msg']} ({error.errors()[0]['loc']})"
-        ) from error
+    settings = flow_settings(data_dir).with_section("collect", **(options or {}))  # InputError if invalid
     if not Path(campaign_file).is_file():
         raise InputError(
             f"campaign file not found: {campaign_file}", hint="pass a chart list or Artifact Hub JSON"
         )
-    if shutil.which(settings.collect.helm) is None and not os.access(settings.collect.helm, os.X_OK):
-        raise EnvironmentProblem(
-            f"helm executable not found: {settings.collect.helm}",
-            hint="install Helm 3 or set PERFSPEC_COLLECT__HELM",
-        )
+    find_helm(settings.collect.helm)  # before waiting for the cluster's slot
     label = limit_name(cluster or cluster_label(settings.collect.kubeconfig))
     campaign = name or Path(campaign_file).stem
     ensure_limit(label)

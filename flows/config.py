@@ -6,13 +6,12 @@ import hashlib
 import re
 from pathlib import Path
 
-from perfspec.errors import InputError
 from perfspec.settings import Settings, get_settings
 
-__all__ = ["check_sources", "dataset_name", "flow_settings"]
+__all__ = ["dataset_name", "flow_settings"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_LOG = REPO_ROOT / "sample" / "audit-logs.csv.gz"
+#: The pipeline's default input when no source is given (file name inside the bundled sample).
+SAMPLE_LOG_NAME = "audit-logs.csv.gz"
 
 
 def flow_settings(data_dir: Path | None = None, epochs: int | None = None) -> Settings:
@@ -23,14 +22,6 @@ def flow_settings(data_dir: Path | None = None, epochs: int | None = None) -> Se
     if epochs is not None:
         settings = settings.with_section("train", epochs=epochs)
     return settings
-
-
-def check_sources(sources: list[Path]) -> list[Path]:
-    """Existing files, in the given order; a missing one is bad input (no retry will find it)."""
-    missing = [str(p) for p in sources if not Path(p).is_file()]
-    if missing:
-        raise InputError(f"audit log not found: {', '.join(missing)}", hint="pass existing files to --source")
-    return [Path(p).resolve() for p in sources]
 
 
 def dataset_name(sources: list[Path]) -> str:

@@ -8,11 +8,12 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import PositiveInt
 
-from flows.config import SAMPLE_LOG, flow_settings
+from flows.config import SAMPLE_LOG_NAME, flow_settings
 from flows.prepare import prepare
 from flows.summary import markdown_summary, topk_rows
 from flows.sweep import sweep as sweep_flow
 from flows.train import train
+from perfspec.bundled import sample_file
 from tasks.records import PipelineResult
 
 
@@ -48,7 +49,7 @@ def pipeline(
     """
     settings = flow_settings(data_dir)
     if not sources and actions_file is None:
-        sources = [str(SAMPLE_LOG)]
+        sources = [str(sample_file(SAMPLE_LOG_NAME))]
         epochs = epochs or settings.prefect.sample_epochs
     prepared = prepare(sources=sources, actions_file=actions_file, data_dir=data_dir)
     dataset_dir = Path(prepared.dataset.dataset_dir)

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from prefect import Task, get_run_logger
 
 from perfspec.errors import EnvironmentProblem, InputError, PerfspecError
-from tasks.policy import missing_outputs
+from tasks.policy import missing_outputs, with_policy
 
 T = TypeVar("T")
 
@@ -50,6 +50,7 @@ def step_error(step: str, error: BaseException) -> PerfspecError:
 def run_step(task_: Task[..., T], **kwargs: Any) -> T:
     """Call ``task_`` in the current flow; recompute a cached result whose output files are gone."""
     step = task_.name
+    task_ = with_policy(task_)  # time limit and retries as the settings say now
     state = task_(**kwargs, return_state=True)
     if state.is_completed() and state.name == "Cached":
         record = state.result()
@@ -72,7 +73,10 @@ def run_mapped(task_: Task[..., T], over: str, values: list[Any], **fixed: Any) 
     a failure names the step and the fix like ``run_step``."""
     from prefect import unmapped
 
-    futures = task_.map(**{over: values}, **{k: unmapped(v) for k, v in fixed.items()})
+    if over in fixed:
+        raise TypeError(f"run_mapped() got {over!r} both to map over and as a fixed argument")
+    arguments: dict[str, Any] = {over: values, **{k: unmapped(v) for k, v in fixed.items()}}
+    futures = with_policy(task_).map(**arguments)
     results = []
     for future in futures:
         try:

@@ -82,9 +82,9 @@ def markdown_summary(result: PipelineResult, ui_hint: str | None = None) -> str:
         for row in rows:
             lines.append(f"| {row['model']} | " + " | ".join(f"{row.get(c, '')}" for c in cols) + " |")
     p = trained.promotion
-    reason = p.decision.get("reason") or p.decision.get("message") or ""
+    reason = p.decision.get("reason") or ""
     lines += ["", "## Champion decision", f"- {p.describe()}{': ' + str(reason) if reason else ''}"]
-    for key in ("version", "champion_version", "previous_champion", "model_uri"):
+    for key in ("version", "champion_version"):  # PromotionDecision's fields worth a line
         if p.decision.get(key) not in (None, ""):
             lines.append(f"- {key}: `{p.decision[key]}`")
     lines += ["", "## MLflow", f"- run `{trained.run_id}` in `{trained.tracking_uri}`"]

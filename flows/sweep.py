@@ -11,7 +11,7 @@ from pydantic import PositiveInt
 from flows.config import flow_settings
 from flows.train import score_and_track
 from perfspec.learn.configs import sweep_configs
-from perfspec.learn.experiment import experiment_name, read_fingerprint
+from perfspec.learn.experiment import experiment_dir, read_fingerprint
 from perfspec.settings import get_settings
 from tasks.records import TrainedRun
 
@@ -19,7 +19,9 @@ from tasks.records import TrainedRun
 @flow(
     name="sweep",
     description="Compare families and settings on shared blocked CV folds; MLflow parent + child runs.",
-    task_runner=ThreadPoolTaskRunner(max_workers=get_settings().selection.sweep_concurrency),
+    # Prefect's stub: TaskRunner is invariant in its future type, so its own ThreadPoolTaskRunner is refused
+    # (PrefectHQ/prefect#16938)
+    task_runner=ThreadPoolTaskRunner(max_workers=get_settings().selection.sweep_concurrency),  # type: ignore[arg-type]
 )
 def sweep(
     dataset_dir: Path,
@@ -32,7 +34,6 @@ def sweep(
     chosen = list(families or settings.selection.sweep_families)
     settings = settings.with_section("selection", mixture="mixture" in chosen)
     configs = sweep_configs(settings.train, chosen)
-    name = "sweep-" + experiment_name(read_fingerprint(Path(dataset_dir)), settings, configs)
-    run_dir = str((settings.paths.runs_dir / name).resolve())
+    run_dir = str(experiment_dir(settings, read_fingerprint(Path(dataset_dir)), configs, sweep=True))
     dataset = str(Path(dataset_dir).resolve())
     return score_and_track(settings, dataset, run_dir, configs, sweep=True)

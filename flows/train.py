@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow
@@ -11,7 +10,7 @@ from pydantic import PositiveInt
 from flows.config import flow_settings
 from flows.steps import run_mapped, run_step
 from perfspec.learn.configs import ModelConfig
-from perfspec.learn.experiment import NGRAM, default_configs, experiment_name, read_fingerprint
+from perfspec.learn.experiment import NGRAM, default_configs, experiment_dir, read_fingerprint
 from perfspec.settings import Settings
 from tasks.learn import (
     evaluate_model,
@@ -90,9 +89,6 @@ def train(
     """A re-run with the same dataset and settings resumes in the same run dir (``fresh`` starts anew)."""
     settings = flow_settings(data_dir, epochs)
     configs = default_configs(settings)
-    name = experiment_name(read_fingerprint(Path(dataset_dir)), settings, configs)
-    if fresh:
-        name += datetime.now(UTC).strftime("-%Y%m%dT%H%M%S")
-    run_dir = str((settings.paths.runs_dir / name).resolve())
+    run_dir = str(experiment_dir(settings, read_fingerprint(Path(dataset_dir)), configs, fresh=fresh))
     dataset = str(Path(dataset_dir).resolve())
     return score_and_track(settings, dataset, run_dir, configs)

@@ -14,7 +14,10 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
+
+#: The modes ``atomic_open`` accepts: binary, writing from an empty temp file.
+BinaryWriteMode = Literal["wb", "w+b"]
 
 
 def _current_umask() -> int:
@@ -37,15 +40,15 @@ def atomic_path(target: Path, suffix: str = ".tmp") -> Iterator[Path]:
     try:
         yield tmp
         # mkstemp creates 0600 files; outputs get the usual umask-derived mode like any open() would.
-        os.chmod(tmp, 0o666 & ~_current_umask())
-        os.replace(tmp, target)
+        tmp.chmod(0o666 & ~_current_umask())
+        tmp.replace(target)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
 @contextlib.contextmanager
-def atomic_open(target: Path, mode: str = "wb") -> Iterator[BinaryIO]:
+def atomic_open(target: Path, mode: BinaryWriteMode = "wb") -> Iterator[BinaryIO]:
     """Open a temp file for writing; it replaces ``target`` (fsync'd) when the block succeeds."""
     with atomic_path(target) as tmp, open(tmp, mode) as handle:
         yield handle

@@ -55,14 +55,15 @@ class Runtime:
     def ui_hints(self) -> list[str]:
         """Commands that open both UIs on what this process recorded."""
         hints: list[str] = []
-        if self.embedded_prefect:
+        api_url = self.prefect_api_url
+        if api_url is None:  # embedded_prefect
             hints.append(
                 f"Prefect UI:  PREFECT_HOME={self.prefect_home} PREFECT_SERVER_ANALYTICS_ENABLED=false "
                 ".venv/bin/prefect server start"
                 "  (then http://127.0.0.1:4200)"
             )
         else:
-            hints.append(f"Prefect UI:  {self.prefect_api_url.removesuffix('/api')}")
+            hints.append(f"Prefect UI:  {api_url.removesuffix('/api')}")
         uri = self.mlflow_tracking_uri
         if uri.startswith(("http://", "https://")):
             hints.append(f"MLflow UI:   {uri}")

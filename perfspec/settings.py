@@ -74,12 +74,17 @@ class CleanSettings(_Section):
     parallel_min_bytes: int = Field(64 * 1024 * 1024, gt=0, description="smaller files are read in-process")
 
 
+#: The PerfSPEC paper's rule (``perfspec.actions.presets.PAPER``): these verbs and resources are dropped.
+PAPER_DROP_VERBS: tuple[str, ...] = ("get", "list", "watch")
+PAPER_DROP_RESOURCES: tuple[str, ...] = ("events", "leases", "replicationcontrollers")
+
+
 class ActionsSettings(_Section):
     """events.parquet -> action tokens. ``paper`` reproduces the seed's events-dataset.txt exactly."""
 
     preset: Literal["paper", "custom"] = "paper"
-    drop_verbs: tuple[str, ...] = ("get", "list", "watch")
-    drop_resources: tuple[str, ...] = ("events", "leases", "replicationcontrollers")
+    drop_verbs: tuple[str, ...] = PAPER_DROP_VERBS
+    drop_resources: tuple[str, ...] = PAPER_DROP_RESOURCES
     include_subresource: bool = False
     keep_reads: bool = False
 
@@ -250,7 +255,17 @@ class ReceiverSettings(_Section):
         gt=0,
         description="bytes of bodies being received at once (one client: half); beyond, 503 + Retry-After",
     )
-    max_connections: int = Field(64, ge=1, description="open connections (one thread each); more are reset")
+    min_body_bytes_per_second: int = Field(
+        64 * 1024,
+        ge=0,
+        description="a body whose next 64 KiB takes over 2 s + 64 KiB at this rate is cut off; 0: off",
+    )
+    max_connections: int = Field(
+        64,
+        ge=1,
+        description="open connections (one thread each); at the cap the longest-waiting incomplete one "
+        "is closed for a new one, else the new one is reset",
+    )
     max_connections_per_client: int = Field(
         32, ge=1, description="open connections from one address; more are reset"
     )

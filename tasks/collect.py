@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from perfspec.settings import CollectSettings, get_settings
+from perfspec.settings import CollectSettings
 from tasks.policy import perfspec_task
 from tasks.records import CampaignOutput
 
 
-@perfspec_task("run-campaign", timeout_seconds=get_settings().prefect.collect_timeout_seconds, transient=True)
+@perfspec_task("run-campaign", timeout="collect", transient=True)
 def run_campaign_task(
     campaign_file: str,
     out_dir: str,

@@ -8,16 +8,14 @@ from pathlib import Path
 from prefect import get_run_logger
 
 from perfspec.fileio import sha256_file
-from perfspec.settings import ActionsSettings, CleanSettings, DatasetSettings, get_settings
+from perfspec.settings import ActionsSettings, CleanSettings, DatasetSettings
 from tasks.policy import content_cache_key, perfspec_task
 from tasks.records import ActionsOutput, CleanOutput, DatasetOutput
-
-_TIMEOUT = get_settings().prefect.task_timeout_seconds
 
 
 @perfspec_task(
     "clean-audit-logs",
-    timeout_seconds=_TIMEOUT,
+    timeout="task",
     transient=True,
     cache_key_fn=content_cache_key("clean", "sources"),
 )
@@ -51,7 +49,7 @@ def clean_audit_logs(sources: list[str], out_dir: str, settings: CleanSettings) 
 
 @perfspec_task(
     "build-actions",
-    timeout_seconds=_TIMEOUT,
+    timeout="task",
     transient=True,
     cache_key_fn=content_cache_key("actions", "events"),
 )
@@ -78,7 +76,7 @@ def build_actions_task(events: str, out_dir: str, settings: ActionsSettings) -> 
 
 @perfspec_task(
     "build-dataset",
-    timeout_seconds=_TIMEOUT,
+    timeout="task",
     transient=True,
     cache_key_fn=content_cache_key("dataset", "actions_file"),
 )

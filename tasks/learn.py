@@ -14,14 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from perfspec.learn.selection import ModelScores
-from perfspec.settings import SelectionSettings, Settings, get_settings
+from perfspec.settings import SelectionSettings, Settings
 from tasks.policy import perfspec_task
 from tasks.records import PromotionOutput, ScoredModel
-
-
-def _timeout(kind: str) -> float:
-    cfg = get_settings().prefect
-    return cfg.train_timeout_seconds if kind == "train" else cfg.task_timeout_seconds
 
 
 def _scored(scores: ModelScores, run_dir: str) -> ScoredModel:
@@ -29,6 +24,8 @@ def _scored(scores: ModelScores, run_dir: str) -> ScoredModel:
     from perfspec.learn.scoring import topk_from_ranks
     from perfspec.learn.selection import cv_summary
 
+    if scores.test_ranks is None:
+        raise ValueError(f"{scores.name}: scored without the hold-out ranks a task records")
     cv = cv_summary(scores)["top5"]["mean"] if scores.fold_ranks else None
     return ScoredModel(
         name=scores.name,
@@ -40,7 +37,7 @@ def _scored(scores: ModelScores, run_dir: str) -> ScoredModel:
     )
 
 
-@perfspec_task("score-baselines", timeout_seconds=_timeout("task"), transient=False)
+@perfspec_task("score-baselines", timeout="task", transient=False)
 def score_baselines(dataset_dir: str, run_dir: str, selection: SelectionSettings) -> ScoredModel:
     """Most-frequent and the n-gram (order chosen by CV) on the folds and the hold-out."""
     from perfspec.learn.dataset import Dataset
@@ -51,11 +48,15 @@ def score_baselines(dataset_dir: str, run_dir: str, selection: SelectionSettings
 
 def _progress_callback(name: str, total_epochs: int) -> Any:
     """An ``on_epoch_end`` that keeps a Prefect progress artifact at ``epoch / epochs``."""
+    from uuid import UUID
+
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
     artifact_id = create_progress_artifact(
         progress=0.0, key="training-progress", description=f"Training {name} (hold-out): epochs done / epochs"
     )
+    if not isinstance(artifact_id, UUID):  # Prefect's async_dispatch: a coroutine only in async code
+        raise TypeError(f"create_progress_artifact gave {type(artifact_id).__name__}, not a UUID (async?)")
 
     def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
         shown = ", ".join(f"{k}={v:.4f}" for k, v in logs.items())
@@ -69,7 +70,7 @@ def _progress_callback(name: str, total_epochs: int) -> Any:
     return on_epoch_end
 
 
-@perfspec_task("train-model", timeout_seconds=_timeout("train"), transient=False)
+@perfspec_task("train-model", timeout="train", transient=False)
 def train_model(
     dataset_dir: str, run_dir: str, config: dict[str, Any], selection: SelectionSettings
 ) -> ScoredModel:
@@ -84,7 +85,7 @@ def train_model(
     return _scored(scores, run_dir)
 
 
-@perfspec_task("score-mixture", timeout_seconds=_timeout("task"), transient=False)
+@perfspec_task("score-mixture", timeout="task", transient=False)
 def score_mixture_task(
     dataset_dir: str, run_dir: str, configs: list[dict[str, Any]], selection: SelectionSettings
 ) -> ScoredModel:
@@ -99,7 +100,7 @@ def score_mixture_task(
     return _scored(scores, run_dir)
 
 
-@perfspec_task("evaluate-model", timeout_seconds=_timeout("task"), transient=False)
+@perfspec_task("evaluate-model", timeout="task", transient=False)
 def evaluate_model(dataset_dir: str, run_dir: str, settings: Settings, names: list[str]) -> dict[str, Any]:
     """Compare what was scored; write ``metrics.json``, plots, CSVs; install the candidate's bundle."""
     from perfspec.learn.dataset import Dataset
@@ -108,7 +109,7 @@ def evaluate_model(dataset_dir: str, run_dir: str, settings: Settings, names: li
     return finish(Dataset.load(Path(dataset_dir)), Path(run_dir), settings, names)
 
 
-@perfspec_task("log-run", timeout_seconds=_timeout("task"), transient=True)
+@perfspec_task("log-run", timeout="task", transient=True)
 def log_run_task(
     settings: Settings, dataset_dir: str, run_dir: str, metrics: dict[str, Any], sweep: bool = False
 ) -> str:
@@ -136,7 +137,7 @@ def log_run_task(
     return run_id
 
 
-@perfspec_task("promote-model", timeout_seconds=_timeout("task"), transient=True)
+@perfspec_task("promote-model", timeout="task", transient=True)
 def promote_model(
     settings: Settings, run_id: str, metrics: dict[str, Any], run_dir: str | None = None
 ) -> PromotionOutput:

@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import Task, task
 from prefect.client.schemas.objects import TaskRun
@@ -43,7 +43,7 @@ def is_transient(error: BaseException) -> bool:
     return not isinstance(error, NOT_TRANSIENT)
 
 
-def retry_if_transient(task_: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+def retry_if_transient(_task: Task[..., Any], _task_run: TaskRun, state: State[Any]) -> bool:
     """``retry_condition_fn``: retry unless the failure is bad input or a bug."""
     try:
         state.result()
@@ -52,17 +52,21 @@ def retry_if_transient(task_: Task[..., Any], task_run: TaskRun, state: State[An
     return True
 
 
-def perfspec_task(
-    name: str,
-    *,
-    timeout_seconds: float,
-    transient: bool,
-    cache_key_fn: Callable[[TaskRunContext, dict[str, Any]], str | None] | None = None,
-    settings: Settings | None = None,
-) -> Callable[[Callable[..., Any]], Task[..., Any]]:
-    """The ``@task`` decorator with perfspec's policy: backoff + jitter retries only if ``transient``."""
-    cfg = (settings or get_settings()).prefect
-    options: dict[str, Any] = {"name": name, "timeout_seconds": timeout_seconds, "log_prints": True}
+#: A task's time limit: a number of seconds, or which ``settings.prefect`` limit applies (read at call time).
+Limit = Literal["task", "train", "collect"] | float
+_LIMIT_FIELDS = {
+    "task": "task_timeout_seconds",
+    "train": "train_timeout_seconds",
+    "collect": "collect_timeout_seconds",
+}
+_POLICY = "perfspec_policy"  # the attribute of a perfspec task that remembers its policy
+
+
+def _run_options(limit: Limit, transient: bool, settings: Settings) -> dict[str, Any]:
+    """Prefect options for a time limit and a retry policy under ``settings``."""
+    cfg = settings.prefect
+    seconds = getattr(cfg, _LIMIT_FIELDS[limit]) if isinstance(limit, str) else float(limit)
+    options: dict[str, Any] = {"timeout_seconds": seconds, "retries": 0}
     if transient and cfg.task_retries > 0:
         options |= {
             "retries": cfg.task_retries,
@@ -72,11 +76,45 @@ def perfspec_task(
             "retry_jitter_factor": cfg.retry_jitter_factor,
             "retry_condition_fn": retry_if_transient,
         }
+    return options
+
+
+def perfspec_task(
+    name: str,
+    *,
+    timeout: Limit,
+    transient: bool,
+    cache_key_fn: Callable[[TaskRunContext, dict[str, Any]], str | None] | None = None,
+    settings: Settings | None = None,
+) -> Callable[[Callable[..., Any]], Task[..., Any]]:
+    """The ``@task`` decorator with perfspec's policy: a time limit, and backoff + jitter retries only if
+    ``transient``. Named limits and retries are re-read from the settings each time the task runs
+    through ``with_policy`` (``flows.steps`` does), so changing them needs no re-import."""
+    options: dict[str, Any] = {"name": name, "log_prints": True}
+    options |= _run_options(timeout, transient, settings or get_settings())
     if cache_key_fn is not None:
         options |= {"cache_key_fn": cache_key_fn, "persist_result": True}
     else:
         options |= {"cache_policy": None, "persist_result": False}
-    return task(**options)
+
+    def decorate(fn: Callable[..., Any]) -> Task[..., Any]:
+        made = task(**options)(fn)
+        setattr(made, _POLICY, (timeout, transient))
+        return made
+
+    return decorate
+
+
+def with_policy(task_: Task[..., Any], settings: Settings | None = None) -> Task[..., Any]:
+    """``task_`` with its time limit and retries taken from the current settings (a non-perfspec task
+    is returned as it is)."""
+    policy = getattr(task_, _POLICY, None)
+    if policy is None:
+        return task_
+    limit, transient = policy
+    configured = task_.with_options(**_run_options(limit, transient, settings or get_settings()))
+    setattr(configured, _POLICY, policy)
+    return configured
 
 
 def _canonical(value: Any) -> Any:

@@ -21,6 +21,7 @@ def test_mixed_precisions_and_years_convert_together_and_out_of_range_years_are_
     rows = [
         row("2024-05-01T10:00:05.123456789Z"),  # nanoseconds (API servers write them)
         row("0001-01-01T00:00:00Z"),  # Go's zero time
+        row("0000-01-01T00:00:00Z"),  # year 0: Arrow reads it, Python's datetime cannot
         row("2024-05-01T10:00:05Z"),
         row("9999-12-31T23:59:59Z"),
         row(None),
@@ -29,15 +30,17 @@ def test_mixed_precisions_and_years_convert_together_and_out_of_range_years_are_
         row("2024-05-01T10:00:05Z", verb=3),
     ]
     accepted = accept_rows(rows)
-    assert accepted.kept == [0, 2]
+    assert accepted.kept == [0, 3]
     assert [(index, reason) for index, reason, _ in accepted.refused] == [
         (1, "bad-timestamp"),
-        (3, "bad-timestamp"),
-        (4, "missing-timestamp"),
-        (5, "bad-field"),
+        (2, "bad-timestamp"),
+        (4, "bad-timestamp"),
+        (5, "missing-timestamp"),
         (6, "bad-field"),
         (7, "bad-field"),
+        (8, "bad-field"),
     ]
+    assert "us from 1970" in accepted.refused[1][2]
     assert accepted.arrays is not None
     assert [str(t) for t in accepted.arrays[2].to_pylist()] == [
         "2024-05-01 10:00:05.123456+00:00",

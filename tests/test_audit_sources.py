@@ -33,7 +33,7 @@ def _write(path: Path, data: bytes) -> Path:
 )
 def test_compression_is_sniffed_not_taken_from_the_name(tmp_path: Path, opener, expected: str) -> None:
     path = _write(tmp_path / "audit.log", opener(EVENT + b"\n" + EVENT + b"\n"))
-    with open_source(path, 1 << 20) as source:
+    with open_source(path) as source:
         assert (source.compression, source.format) == (expected, "jsonl")
         blocks = list(source.line_blocks(1 << 20))
     lines = [line for _, chunk in blocks for line in chunk]
@@ -53,7 +53,7 @@ def test_formats_are_detected(tmp_path: Path, shared_data: Path) -> None:
         csv_path,
         shared_data / "audit-samples" / "k8s-audit-pod-exec-file.log",
     ):
-        with open_source(path, 1 << 20) as source:
+        with open_source(path) as source:
             found[path.name] = source.format
     assert found == {
         "pretty.json": "json-document",
@@ -76,13 +76,13 @@ def test_formats_are_detected(tmp_path: Path, shared_data: Path) -> None:
 def test_non_audit_files_fail_with_a_clear_message(tmp_path: Path, data: bytes, message: str) -> None:
     path = _write(tmp_path / "input.log", data)
     with pytest.raises(InputError, match=message) as info:
-        open_source(path, 1 << 20)
+        open_source(path)
     assert info.value.hint  # says what to do
 
 
 def test_long_lines_are_never_held_whole(tmp_path: Path) -> None:
     path = _write(tmp_path / "long.log", EVENT + b"\n" + b"x" * (3 * 1024 * 1024) + b"\n" + EVENT + b"\n")
-    with open_source(path, 1024 * 1024) as source:
+    with open_source(path) as source:
         items = list(source.line_blocks(1024 * 1024))
     too_long = [item for item in items if not isinstance(item, tuple)]
     assert len(too_long) == 1

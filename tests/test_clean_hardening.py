@@ -114,18 +114,22 @@ def test_more_than_64k_of_leading_blank_lines_lose_nothing(
 def test_a_file_of_blank_lines_only_is_still_empty(tmp_path: Path) -> None:
     log = tmp_path / "blank.log"
     log.write_bytes(b" \n" * 200_000)
-    with open_source(log, 1 << 20) as source:
+    with open_source(log) as source:
         assert source.format == "empty"
 
 
-def test_a_bom_before_many_blank_lines_keeps_its_line(tmp_path: Path) -> None:
+def test_a_bom_is_dropped_and_line_numbers_kept(tmp_path: Path) -> None:
     log = tmp_path / "bom.log"
     log.write_bytes(b"\xef\xbb\xbf\n" + b"\n" * 100_000 + LOG)
-    with open_source(log, 1 << 20) as source:
+    with open_source(log) as source:
         assert source.format == "jsonl"
         data = b"".join(source.byte_blocks())
-    assert data.startswith(b"\xef\xbb\xbf\n") and data.count(b"\n") == 100_001 + 20
+    assert data.startswith(b"\n") and data.count(b"\n") == 100_001 + 20
     assert data.endswith(LOG)
+    direct = tmp_path / "direct.log"  # a BOM right before the first event (Windows editors write one)
+    direct.write_bytes(b"\xef\xbb\xbf" + LOG)
+    summary = clean_sources([direct], tmp_path / "out", CleanSettings())
+    assert summary.kept == 20 and summary.rejected == 0
 
 
 def test_documents_and_csv_are_still_told_apart(tmp_path: Path) -> None:
@@ -138,7 +142,7 @@ def test_documents_and_csv_are_still_told_apart(tmp_path: Path) -> None:
     found = {}
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
-        with open_source(tmp_path / name, 1 << 20) as source:
+        with open_source(tmp_path / name) as source:
             found[name] = source.format
     assert found == {
         "pretty.json": "json-document",
@@ -240,7 +244,7 @@ def test_out_on_a_full_disk(tmp_path: Path, workers: int) -> None:
 def test_an_os_error_while_writing_is_an_environment_problem(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
-    def full(*args: object, **kwargs: object) -> None:
+    def full(*_args: object, **_kwargs: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(clean_module, where, full)
@@ -349,5 +353,12 @@ def test_large_multi_stream_files_round_trip(tmp_path: Path, compression: str) -
     pack = COMPRESSIONS[compression]
     log = tmp_path / f"big.{compression}"
     log.write_bytes(pack(data) + pack(data[:1000]))
-    with open_source(log, 1 << 20) as source:
+    with open_source(log) as source:
         assert b"".join(source.byte_blocks()) == data + data[:1000]
+
+
+def test_a_preamble_of_lines_that_fit_no_format_does_not_hide_the_events(tmp_path: Path) -> None:
+    log = tmp_path / "with-preamble.log"
+    log.write_bytes(b"".join(b"garbage line %d\n" % i for i in range(20)) + LOG)
+    summary = clean_sources([log], tmp_path / "out", CleanSettings())
+    assert summary.kept == 20 and summary.rejected == 20 and not summary.skipped_files

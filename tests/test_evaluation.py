@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,7 +95,7 @@ def test_tables_and_plots_are_written(experiment) -> None:
         assert all(int(r["support"]) > 0 for r in csv.DictReader(handle))
 
 
-def test_a_rerun_trains_nothing(experiment, tmp_path: Path) -> None:
+def test_a_rerun_trains_nothing(experiment) -> None:
     dataset, run_dir, metrics, _ = experiment
     settings = Settings().with_section("selection", cv_folds=3, ngram_orders=(1, 2, 3))
     messages: list[str] = []

@@ -187,16 +187,24 @@ def test_prefect_yaml_declares_the_deployments() -> None:
         assert (REPO / module).is_file() and f"def {attr}(" in (REPO / module).read_text()
 
 
-def test_serve_deployments_take_the_schedule_from_settings() -> None:
-    sys.path.insert(0, str(REPO))
+def test_serve_builds_prefect_yamls_deployments_with_the_schedule_from_settings() -> None:
     from deployments.serve import build_deployments
 
     settings = Settings().with_section("prefect", nightly_cron="30 3 * * 1-5", timezone="America/Montreal")
     deployments = {d.name: d for d in build_deployments(settings)}
+    raw = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+    assert set(deployments) == {entry["name"] for entry in raw["deployments"]}
+    for entry in raw["deployments"]:  # one definition: everything prefect.yaml says, serve does
+        served = deployments[entry["name"]]
+        assert served.flow_name == entry["entrypoint"].rpartition(":")[2]
+        assert served.tags == entry["tags"] and served.description == entry["description"]
+        assert served.parameters == (entry.get("parameters") or {})
     [schedule] = deployments["nightly-retrain"].schedules
     assert schedule.schedule.cron == "30 3 * * 1-5" and schedule.schedule.timezone == "America/Montreal"
-    assert deployments["nightly-retrain"].flow_name == "pipeline"
-    assert deployments["on-demand"].flow_name == "collect" and not deployments["on-demand"].schedules
+    limit = deployments["nightly-retrain"].concurrency_options
+    assert deployments["nightly-retrain"].concurrency_limit == 1 and limit is not None
+    assert limit.collision_strategy == "ENQUEUE"
+    assert not deployments["on-demand"].schedules
 
 
 def test_cli_pipeline_rejects_a_missing_source_in_one_line(tmp_path: Path) -> None:
@@ -226,7 +234,7 @@ def test_cli_deploy_needs_a_server() -> None:
 
 
 def test_nightly_sources_are_completed_campaigns_in_start_order(tmp_path: Path) -> None:
-    from flows.prepare import expand_sources
+    from perfspec.collect.inputs import resolve_sources
 
     def campaign(name: str, status: str | None, started: str, files: list[str]) -> None:
         folder = tmp_path / "raw" / name
@@ -242,7 +250,7 @@ def test_nightly_sources_are_completed_campaigns_in_start_order(tmp_path: Path) 
     campaign("z-early", "completed", "2026-11-01T02:00:00Z", ["audit-000002.jsonl", "audit-000001.jsonl"])
     campaign("m-running", "running", "2026-11-10T02:00:00Z", ["audit-000001.jsonl"])
     campaign("n-interrupted", "interrupted", "2026-11-11T02:00:00Z", ["audit-000001.jsonl"])
-    found = expand_sources(["raw/*/audit-*.jsonl"], tmp_path)
+    found = resolve_sources(["raw/*/audit-*.jsonl"], tmp_path)
     assert [(p.parent.name, p.name) for p in found] == [
         ("z-early", "audit-000001.jsonl"),
         ("z-early", "audit-000002.jsonl"),
@@ -251,9 +259,9 @@ def test_nightly_sources_are_completed_campaigns_in_start_order(tmp_path: Path) 
 
 
 def test_a_source_folder_is_passed_to_the_cleaner_whole(tmp_path: Path) -> None:
-    from flows.prepare import expand_sources
+    from perfspec.collect.inputs import resolve_sources
 
     (tmp_path / "logs").mkdir()
-    assert expand_sources([str(tmp_path / "logs")], tmp_path) == [(tmp_path / "logs").resolve()]
+    assert resolve_sources([str(tmp_path / "logs")], tmp_path) == [(tmp_path / "logs").resolve()]
     with pytest.raises(InputError, match="not found"):
-        expand_sources([str(tmp_path / "missing.jsonl")], tmp_path)
+        resolve_sources([str(tmp_path / "missing.jsonl")], tmp_path)

@@ -164,7 +164,7 @@ def test_single_window_answers_never_go_through_tensorflow(tmp_path: Path, monke
     monkeypatch.setattr(predictor.model, "predict", forbidden)
     for _ in range(20):
         assert predictor.top_k(actions, 5) == first
-    assert predictor._compiled is None
+    assert predictor._compiled is None  # noqa: SLF001 - no tf.function was ever built
 
 
 def test_describe_is_json_ready_and_names_the_model(tmp_path: Path) -> None:

@@ -48,3 +48,24 @@ def test_a_changed_cleaning_constant_changes_the_clean_cache_key_only(tmp_path: 
     assert after["clean"] != before["clean"] and after["actions"] == before["actions"]
     source.write_text("{} \n")
     assert _keys(copy, source)["clean"] != after["clean"]  # and the input's content, as before
+
+
+def test_task_limits_and_retries_follow_the_settings_when_the_task_runs() -> None:
+    from perfspec.settings import Settings
+    from tasks.data import build_dataset_task
+    from tasks.learn import train_model
+    from tasks.policy import with_policy
+
+    slow = Settings().with_section(
+        "prefect", task_timeout_seconds=123, train_timeout_seconds=456, task_retries=0
+    )
+    assert with_policy(build_dataset_task, slow).timeout_seconds == 123
+    assert with_policy(train_model, slow).timeout_seconds == 456
+    assert with_policy(build_dataset_task, slow).retries == 0
+    retrying = slow.with_section("prefect", task_retries=4)
+    assert with_policy(build_dataset_task, retrying).retries == 4  # transient: retried
+    assert with_policy(train_model, retrying).retries == 0  # not transient: never retried
+    assert (
+        with_policy(with_policy(train_model, slow)).timeout_seconds
+        == Settings().prefect.train_timeout_seconds
+    )

@@ -40,7 +40,7 @@ def test_a_transient_failure_is_retried_and_the_flow_succeeds(tmp_path: Path) ->
 
     attempts = tmp_path / "attempts"
 
-    @perfspec_task("flaky-io", timeout_seconds=30, transient=True, settings=FAST)
+    @perfspec_task("flaky-io", timeout=30, transient=True, settings=FAST)
     def flaky() -> str:
         count = int(attempts.read_text()) + 1 if attempts.exists() else 1
         attempts.write_text(str(count))
@@ -98,14 +98,14 @@ def test_retry_policy_classifies_errors() -> None:
     assert not is_transient(InputError("empty log")) and not is_transient(ValueError("bug"))
 
 
-def test_a_task_that_overruns_its_timeout_fails(tmp_path: Path) -> None:
+def test_a_task_that_overruns_its_timeout_fails() -> None:
     import time
 
     from prefect import flow
 
     from tasks.policy import perfspec_task
 
-    @perfspec_task("slow", timeout_seconds=1, transient=False, settings=FAST)
+    @perfspec_task("slow", timeout=1, transient=False, settings=FAST)
     def slow() -> None:
         for _ in range(200):  # Python-level work: the timeout interrupts it between bytecodes
             time.sleep(0.1)

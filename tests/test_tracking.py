@@ -201,7 +201,7 @@ def test_loading_a_registered_version_downloads_only_the_bundle_and_never_tensor
 
     assert registered.version == "1"
     downloaded: list[str] = []
-    real = LocalArtifactRepository._download_file
+    real = LocalArtifactRepository._download_file  # noqa: SLF001 - spies on MLflow's per-file download
 
     def recording(self, remote_file_path, local_path):
         downloaded.append(Path(remote_file_path).name)
@@ -248,12 +248,12 @@ def test_a_failed_log_run_deletes_its_half_logged_run(
     client = _client(settings)
     attempted: list[str] = []
 
-    def flaky(client_, run_id, *args, **kwargs):
+    def flaky(client_, run_id, *_args, **_kwargs):
         attempted.append(run_id)
         client_.log_param(run_id, "partial", 1)
         raise ConnectionError("tracking server went away")
 
-    real = tracking._log_contents
+    real = tracking._log_contents  # noqa: SLF001 - the test wraps the internal step to make it fail
     monkeypatch.setattr(tracking, "_log_contents", flaky)
     with pytest.raises(ConnectionError):
         log_run(settings, first.dataset, copy, first.metrics)
@@ -338,7 +338,9 @@ def test_the_first_version_becomes_champion_and_a_rerun_replays_the_decision(
 
 
 def test_a_second_identical_run_is_registered_but_not_promoted(
-    settings: Settings, first: SimpleNamespace, registered
+    settings: Settings,
+    first: SimpleNamespace,
+    registered,  # noqa: ARG001 - needed for its side effect: v1 registered as @champion
 ) -> None:
     client = _client(settings)
     champion = str(client.get_model_version_by_alias("perfspec", "champion").version)
@@ -363,7 +365,8 @@ def test_a_second_identical_run_is_registered_but_not_promoted(
 
 
 def test_a_run_on_other_data_is_decided_by_rescoring_the_champion_by_action_name(
-    settings: Settings, first: SimpleNamespace, registered
+    settings: Settings,
+    registered,  # noqa: ARG001 - needed for its side effect: v1 registered as @champion
 ) -> None:
     """The champion is scored on the challenger's hold-out windows by action NAME: an action the
     challenger never trained on (``update_cm`` only in its test part) reaches the champion as itself."""

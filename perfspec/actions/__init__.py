@@ -7,6 +7,7 @@ Filtering and token building are vectorised in Arrow, one Parquet row group at a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from perfspec.actions.presets import ActionRule, resolve
+from perfspec.actions.presets import SUBRESOURCE_SEPARATOR, VERB_SEPARATOR, ActionRule, resolve, split
 from perfspec.errors import InputError
 from perfspec.fileio import atomic_open, atomic_path
 from perfspec.settings import ActionsSettings
@@ -121,11 +122,11 @@ def _actions_of(batch: pa.Table, rule: ActionRule, summary: ActionsSummary, posi
     summary.dropped_by_verb += _count(verb_dropped)
     summary.dropped_by_resource += _count(pc.and_(verb_ok, resource_dropped))
     kept = batch.filter(keep)
-    token = pc.binary_join_element_wise(kept["verb"], pc.fill_null(kept["resource"], ""), "_")
+    token = pc.binary_join_element_wise(kept["verb"], pc.fill_null(kept["resource"], ""), VERB_SEPARATOR)
     if rule.include_subresource:
         sub = kept["subresource"]
         has_sub = pc.fill_null(pc.not_equal(sub, ""), False)
-        token = pc.if_else(has_sub, pc.binary_join_element_wise(token, sub, "/"), token)
+        token = pc.if_else(has_sub, pc.binary_join_element_wise(token, sub, SUBRESOURCE_SEPARATOR), token)
     count = kept.num_rows
     columns = ["verb", "resource", "subresource", "namespace", "name", "username", "audit_id", "source_file"]
     return pa.Table.from_arrays(
@@ -144,7 +145,7 @@ def _count(mask: pa.ChunkedArray) -> int:
     return int(pc.sum(pc.cast(pc.fill_null(mask, False), pa.int64())).as_py() or 0)
 
 
-def _event_batches(path: Path):  # type: ignore[no-untyped-def]
+def _event_batches(path: Path) -> Iterator[pa.Table]:
     """Row groups of the needed columns of ``events.parquet``, or of a ``.txt`` token file."""
     if not path.is_file():
         raise InputError(f"{path}: no such file", hint="run `perfspec clean` first, or check the path")
@@ -176,11 +177,10 @@ def _txt_table(path: Path) -> pa.Table:
         raise InputError(f"{path}: not a text file of actions ({exc})") from exc
     verbs, resources, subresources = [], [], []
     for token in tokens:
-        verb, _, rest = token.partition("_")
-        resource, _, sub = rest.partition("/")
+        verb, resource, sub = split(token)
         verbs.append(verb)
-        resources.append(resource or None)
-        subresources.append(sub or None)
+        resources.append(resource)
+        subresources.append(sub)
     count = len(tokens)
     nulls = pa.nulls(count, pa.string())
     return pa.table(

@@ -10,10 +10,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from perfspec.errors import InputError
-from perfspec.settings import ActionsSettings
+from perfspec.settings import PAPER_DROP_RESOURCES, PAPER_DROP_VERBS, ActionsSettings
 
-READ_VERBS: tuple[str, ...] = ("get", "list", "watch")
-PAPER_DROP_RESOURCES: tuple[str, ...] = ("events", "leases", "replicationcontrollers")
+READ_VERBS = PAPER_DROP_VERBS
+#: An action is spelled ``<verb>_<resource>`` (the seed corpus' tokens), plus ``/<subresource>`` on demand.
+VERB_SEPARATOR = "_"
+SUBRESOURCE_SEPARATOR = "/"
+
+
+def spell(verb: str, resource: str | None) -> str:
+    """The token of a verb and resource (the vectorised path in ``build_actions`` spells it the same)."""
+    return f"{verb}{VERB_SEPARATOR}{resource or ''}"
+
+
+def split(token: str) -> tuple[str, str | None, str | None]:
+    """(verb, resource, subresource) of a token: the inverse of the spelling."""
+    verb, _, rest = token.partition(VERB_SEPARATOR)
+    resource, _, subresource = rest.partition(SUBRESOURCE_SEPARATOR)
+    return verb, resource or None, subresource or None
 
 
 @dataclass(frozen=True)
@@ -25,13 +39,8 @@ class ActionRule:
     drop_resources: tuple[str, ...]
     include_subresource: bool
 
-    def token(self, verb: str, resource: str | None, subresource: str | None) -> str:
-        """The action token of one event (the vectorised path in ``build_actions`` spells it the same)."""
-        base = f"{verb}_{resource or ''}"
-        return f"{base}/{subresource}" if self.include_subresource and subresource else base
 
-
-PAPER = ActionRule("paper", READ_VERBS, PAPER_DROP_RESOURCES, include_subresource=False)
+PAPER = ActionRule("paper", PAPER_DROP_VERBS, PAPER_DROP_RESOURCES, include_subresource=False)
 
 
 def resolve(settings: ActionsSettings) -> ActionRule:
@@ -45,7 +54,8 @@ def resolve(settings: ActionsSettings) -> ActionRule:
         )
         if custom:
             raise InputError(
-                "the 'paper' preset is fixed (drop get/list/watch and events/leases/replicationcontrollers)",
+                f"the 'paper' preset is fixed (drop {'/'.join(PAPER.drop_verbs)} and "
+                f"{'/'.join(PAPER.drop_resources)})",
                 hint="use preset 'custom' (--preset custom) to change drop lists, subresources or reads",
             )
         return PAPER

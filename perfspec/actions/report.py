@@ -11,12 +11,17 @@ import csv
 import io
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from perfspec.actions.presets import spell
 from perfspec.errors import InputError
 from perfspec.fileio import atomic_path, write_text_atomic
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PNG, PDF, CSV = "distribution.png", "distribution.pdf", "distribution.csv"
 _MAX_BUBBLE_AREA = 900.0  # points^2 of the largest bubble
@@ -56,7 +61,7 @@ def write_distribution_report(actions_parquet: Path, out_dir: Path) -> list[Path
     writer = csv.writer(table, lineterminator="\n")
     writer.writerow(["action", "verb", "resource", "count", "share"])
     for verb, resource, n in counts:
-        token = f"{verb}_{'' if resource == _NO_RESOURCE else resource}"
+        token = spell(verb, None if resource == _NO_RESOURCE else resource)
         writer.writerow([token, verb, resource, n, f"{n / total:.6f}" if total else "0"])
     write_text_atomic(out_dir / CSV, table.getvalue())
     figure = _figure(counts, total)
@@ -74,7 +79,7 @@ def write_distribution_report(actions_parquet: Path, out_dir: Path) -> list[Path
     return [out_dir / PNG, out_dir / PDF, out_dir / CSV]
 
 
-def _figure(counts: list[tuple[str, str, int]], total: int):  # type: ignore[no-untyped-def]
+def _figure(counts: list[tuple[str, str, int]], total: int) -> Figure:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -47,7 +47,7 @@ class Accepted:
 
 def as_row(row: Row | Event) -> Row:
     """A tuple row, from a tuple or a fast-path Event."""
-    return row if row.__class__ is tuple else event_row_of(row)  # type: ignore[arg-type,return-value]
+    return row if isinstance(row, tuple) else event_row_of(row)
 
 
 def timestamps(strings: pa.Array) -> pa.Array:
@@ -140,12 +140,21 @@ def accept_rows(rows: Sequence[Row | Event], mixed: bool = True) -> Accepted:
     return Accepted(arrays if kept else None, kept, refused)
 
 
+def _when(micros: int | None) -> str:
+    """A timestamp for a reject reason; years Python cannot hold (0, or past 9999) as a count."""
+    if micros is None:
+        return "null"
+    try:
+        return (_EPOCH + dt.timedelta(microseconds=micros)).isoformat()
+    except OverflowError:
+        return f"{micros} us from 1970"
+
+
 def _timestamp_problem(arrays: list[pa.Array], position: int) -> tuple[str, str]:
     if not arrays[_RECEIVED][position].is_valid:
         return ("missing-timestamp", "no requestReceivedTimestamp")
     shown = []
     for name, column in zip(TIMESTAMP_COLUMNS, _TIMESTAMP_INDEXES, strict=True):
         micros = arrays[column].cast(pa.int64())[position].as_py()
-        when = "null" if micros is None else (_EPOCH + dt.timedelta(microseconds=micros)).isoformat()
-        shown.append(f"{name}={when}")
+        shown.append(f"{name}={_when(micros)}")
     return ("bad-timestamp", f"{', '.join(shown)}: outside {EARLIEST:%Y-%m-%d} .. {LATEST:%Y-%m-%d}")

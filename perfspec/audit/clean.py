@@ -157,7 +157,7 @@ def _pass_one(
     collector: Collector | None = None
     for path, explicit in files:
         try:
-            source = open_source(path, settings.max_line_bytes)
+            source = open_source(path)
         except InputError as error:
             if explicit:
                 raise

@@ -108,6 +108,8 @@ def event_row_of(ev: Event) -> Row:
 
 def event_columns(events: list[Event]) -> list[Sequence[Any]]:
     """The ``schema.EVENT_COLUMNS`` columns of a batch: ``zip(*map(event_row_of, events))``, faster."""
+    received: Sequence[Any]  # a tuple from zip, or a list once the timestamps are filled in below
+    stage_at: Sequence[Any]
     (audit_id, stage, received, stage_at, verb, user, user_agent, ips, obj, status, uri, level, _kind,
      ts) = zip(*map(_astuple, events), strict=True)  # fmt: skip
     if ts.count(None) != len(ts) or "" in received or "" in stage_at:  # `x or ts`, as event_row does

@@ -129,7 +129,7 @@ class Collector:
             "jsonl": self._read_jsonl,
             "json-document": self._read_documents,
             "logstash-csv": self._read_csv,
-            "empty": lambda source, counts: None,
+            "empty": lambda _source, _counts: None,
         }[source.format]
         try:
             reader(source, counts)
@@ -195,10 +195,10 @@ class Collector:
         read = 0
         for block in blocks:
             if block.__class__ is LineTooLong:
-                self._too_long(file, block)  # type: ignore[arg-type]
+                self._too_long(file, block)
                 self._pending_read += 1
                 continue
-            line_no, lines = block  # type: ignore[misc]
+            line_no, lines = block
             data = b"\n".join(lines)
             fast = not may_hold_huge_number(data)
             utf8 = fast and (data.isascii() or all(map(_is_utf8, lines)))  # decoding per line: less memory
@@ -282,11 +282,11 @@ class Collector:
         max_line = self.settings.max_line_bytes
         self.tuples = True
         for block in source.line_blocks(max_line):
-            if block.__class__ is LineTooLong:
-                self._too_long(file, block)  # type: ignore[arg-type]
+            if isinstance(block, LineTooLong):
+                self._too_long(file, block)
                 counts.read += 1
                 continue
-            line_no, lines = block  # type: ignore[misc]
+            line_no, lines = block
             for offset, line in enumerate(lines):
                 if not line.strip():
                     continue

@@ -1,8 +1,8 @@
 """``rejects.jsonl``: every record that could not be read, with where it was and why.
 
-Why redaction here: a rejected line is usually still a real audit event, and at RequestResponse level
-it carries request/response bodies (a Secret's ``data``). The raw text kept for a reject has those
-bodies removed first, then is truncated, so no secret ever reaches an output file.
+A rejected line is usually still a real audit event, and at RequestResponse level it carries
+request/response bodies (a Secret's ``data``): the raw text kept for a reject is redacted first
+(``audit.redaction``), then truncated, so no secret ever reaches an output file.
 """
 
 from __future__ import annotations
@@ -13,50 +13,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-#: An audit Event's body fields (present only at the RequestResponse level): what the receiver and the
-#: tailer strip from events they store, and the first of the keys below.
-EVENT_BODY_FIELDS = ("requestObject", "responseObject")
-#: Keys whose values are bodies or secret payloads; removed from any reject's raw text.
-BODY_KEYS = frozenset({*EVENT_BODY_FIELDS, "data", "stringData", "binaryData"})
-_BODY_MARKERS = tuple(f'"{key}"' for key in sorted(BODY_KEYS)) + tuple(
-    f'\\"{key}\\"' for key in sorted(BODY_KEYS)
-)
-REDACTED = "<redacted>"
-
-
-def _redact_value(value: Any, depth: int = 0) -> Any:
-    if depth > 64:
-        return REDACTED
-    if isinstance(value, dict):
-        return {k: REDACTED if k in BODY_KEYS else _redact_value(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact_value(v, depth + 1) for v in value]
-    if isinstance(value, str) and any(marker in value for marker in _BODY_MARKERS):
-        return REDACTED  # e.g. a last-applied-configuration annotation embedding a Secret
-    return value
-
-
-def redact_text(text: str) -> str:
-    """Text without bodies: re-serialised without body keys if it parses, else cut before the first one."""
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        cut = min((i for i in (text.find(m) for m in _BODY_MARKERS) if i >= 0), default=-1)
-        return text if cut < 0 else text[:cut] + f"{REDACTED}…"
-    return orjson.dumps(_redact_value(value)).decode()
-
-
-def redact_raw(raw: bytes | str | Any, max_chars: int) -> str:
-    """What a reject record stores as ``raw``: bodies removed, then truncated to ``max_chars``."""
-    if isinstance(raw, bytes):
-        text = raw.decode("utf-8", "replace")
-    elif isinstance(raw, str):
-        text = raw
-    else:
-        text = orjson.dumps(_redact_value(raw), default=str).decode()
-        return text if len(text) <= max_chars else text[:max_chars] + "…"
-    text = redact_text(text)
-    return text if len(text) <= max_chars else text[:max_chars] + "…"
+from perfspec.audit.redaction import redact_raw
 
 
 class RejectWriter:

@@ -31,6 +31,8 @@ BLOCK_BYTES = 4 * 1024 * 1024
 SNIFF_BYTES = 64 * 1024
 #: The format is the majority's over this many first non-blank lines, read from at most SNIFF_MAX_BYTES.
 SNIFF_LINES = 32
+#: Without a majority, this many records of one format (and more than of the other) still decide it.
+MIN_VOTES = 3
 SNIFF_MAX_BYTES = 1024 * 1024
 CSV_COLUMNS = 15
 #: What ``perfspec clean`` writes (a folder holding them is never read back as input).
@@ -103,7 +105,6 @@ class OpenedSource:
     _stream: BinaryIO | _Decompressed
     _head: bytes
     _pending_error: BaseException | None = None
-    _lead: bytes = b""  # a BOM met before the blank lines below
     _blank_lines: int = 0  # leading blank lines, counted while sniffing and given back as empty lines
     _progress: Callable[[int], None] | None = field(default=None, repr=False)
     _reported: int = 0
@@ -138,9 +139,6 @@ class OpenedSource:
 
     def byte_blocks(self) -> Iterator[bytes]:
         """Decompressed content in blocks; a broken stream raises after every readable byte is given."""
-        if self._lead:
-            yield self._lead
-            self._lead = b""
         while self._blank_lines:
             count = min(self._blank_lines, BLOCK_BYTES)
             self._blank_lines -= count
@@ -328,7 +326,7 @@ def _written_by_clean(summary: Path) -> bool:
     return isinstance(value, dict) and {"read", "kept", "duplicates", "rejected", "files"} <= value.keys()
 
 
-def open_source(path: Path, max_line_bytes: int) -> OpenedSource:
+def open_source(path: Path) -> OpenedSource:
     """Open ``path``, detect compression from magic bytes and format from its first records.
 
     Raises ``InputError`` for binary data, an unsupported compression or an unrecognised format.
@@ -345,23 +343,22 @@ def open_source(path: Path, max_line_bytes: int) -> OpenedSource:
         for prefix, name in _MAGIC:
             if magic.startswith(prefix):
                 compression = name
-        for prefix, name in _UNSUPPORTED_MAGIC.items():
+        for prefix, unsupported in _UNSUPPORTED_MAGIC.items():
             if magic.startswith(prefix):
                 raise InputError(
-                    f"{path}: {name}-compressed input is not supported",
+                    f"{path}: {unsupported}-compressed input is not supported",
                     hint="decompress it first, or recompress with gzip or xz",
                 )
         stream = raw if compression == "none" else _Decompressed(raw, compression, size)
         head = _read_head(stream)
-        fmt = sniff_format(head.data, path, max_line_bytes, compression != "none", head.at_end)
+        fmt = sniff_format(head.data, path, compression != "none", head.at_end)
         if head.error is not None and not head.data.strip():
             raise InputError(
                 f"{path}: {compression} data is unreadable ({head.error})",
                 hint="the file is corrupt or truncated from the start; copy it again",
             )
         return OpenedSource(
-            path, str(path), compression, fmt, size, raw, stream, head.data, head.error, head.lead,
-            head.blank_lines,
+            path, str(path), compression, fmt, size, raw, stream, head.data, head.error, head.blank_lines,
         )  # fmt: skip
     except BaseException:
         raw.close()
@@ -470,9 +467,8 @@ class _Decompressed:
 
 
 class _Head(NamedTuple):
-    """What ``_read_head`` read: ``lead`` (a BOM), ``blank_lines``, then ``data`` (at the end or not)."""
+    """What ``_read_head`` read: ``blank_lines``, then ``data`` (at the end or not)."""
 
-    lead: bytes
     blank_lines: int
     data: bytes
     at_end: bool
@@ -487,10 +483,9 @@ def _read_head(stream: BinaryIO | _Decompressed) -> _Head:
     """
     data, error = _read_up_to(stream, SNIFF_BYTES)
     at_end = error is None and len(data) < SNIFF_BYTES
-    lead = b""
     blank_lines = 0
-    if data.startswith(codecs.BOM_UTF8) and not data[3:].strip() and not at_end:
-        lead, data = data[:3], data[3:]
+    if data.startswith(codecs.BOM_UTF8):  # a byte order mark carries no data, and the JSON parsers refuse it
+        data = data[3:]
     while data and not data.strip() and not at_end and error is None:
         cut = data.rfind(b"\n") + 1
         blank_lines += data.count(b"\n", 0, cut)
@@ -501,7 +496,7 @@ def _read_head(stream: BinaryIO | _Decompressed) -> _Head:
         more, error = _read_up_to(stream, SNIFF_BYTES)
         at_end = error is None and len(more) < SNIFF_BYTES
         data += more
-    return _Head(lead, blank_lines, data, at_end, error)
+    return _Head(blank_lines, data, at_end, error)
 
 
 def _count_records(data: bytes) -> int:
@@ -529,14 +524,13 @@ def _read_up_to(stream: BinaryIO | _Decompressed, limit: int) -> tuple[bytes, Ba
     return b"".join(parts), None
 
 
-def sniff_format(
-    head: bytes, path: Path, max_line_bytes: int, compressed: bool = False, at_end: bool = False
-) -> Format:
+def sniff_format(head: bytes, path: Path, compressed: bool = False, at_end: bool = False) -> Format:
     """Which reader fits: JSON lines, JSON document(s), the Logstash CSV, or an empty file.
 
     The first SNIFF_LINES non-blank lines vote (a line that is a JSON object or array for JSON lines, a
     15-field row for the CSV), so one torn first line (a log copied from the middle) decides nothing: a
-    first line that fits neither does not count against the others. ``at_end``: ``head`` is the whole file.
+    first line that fits neither does not count against the others, and lines that fit neither (a
+    preamble) do not outvote ``MIN_VOTES`` clear records. ``at_end``: ``head`` is the whole file.
     """
     body = head[3:] if head.startswith(codecs.BOM_UTF8) else head
     stripped = body.lstrip()
@@ -562,9 +556,10 @@ def sniff_format(
     json_votes = votes.count("jsonl")
     csv_votes = votes.count("logstash-csv")
     voters = len(votes) - (votes[0] is None)
-    if 2 * json_votes > voters:
+    enough = min(MIN_VOTES, voters)  # a few clear records outweigh a preamble of lines that fit nothing
+    if json_votes > csv_votes and (2 * json_votes > voters or json_votes >= enough):
         return "jsonl"
-    if 2 * csv_votes > voters:
+    if csv_votes > json_votes and (2 * csv_votes > voters or csv_votes >= enough):
         return "logstash-csv"
     if starts_json:
         return "json-document"  # pretty-printed (corrupt documents resync per line)

@@ -19,7 +19,7 @@ class _NoPandas:
     """A meta-path finder that refuses ``pandas`` (used only around pyarrow's probe)."""
 
     @staticmethod
-    def find_spec(name: str, path: object = None, target: object = None) -> None:
+    def find_spec(name: str, _path: object = None, _target: object = None) -> None:
         if name == "pandas" or name.startswith("pandas."):
             raise ImportError("pandas probe skipped")
         return None
@@ -37,11 +37,11 @@ def skip_pandas_probe() -> None:
     import pyarrow as pa
 
     blocker = _NoPandas()
-    sys.meta_path.insert(0, blocker)  # type: ignore[arg-type]
+    sys.meta_path.insert(0, blocker)
     try:
         pa.array([0])
     finally:
-        sys.meta_path.remove(blocker)  # type: ignore[arg-type]
+        sys.meta_path.remove(blocker)
 
 
 def _counting(blocks: Iterator[bytes], tally: list[int]) -> Iterator[bytes]:

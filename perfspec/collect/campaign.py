@@ -21,13 +21,9 @@ Why it is built this way:
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import json
 import os
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,13 +38,20 @@ from perfspec.collect.cluster import (
     unmanaged_lookalikes,
 )
 from perfspec.collect.helm import HelmDriver, HelmError
+from perfspec.collect.labels import record_labels
+from perfspec.collect.manifest import (
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    completed_units,
+    left_installed,
+    load_manifest,
+    save_manifest,
+    utc_now,
+)
 from perfspec.collect.plan import Step, plan_steps
 from perfspec.collect.spec import CampaignSpec
 from perfspec.errors import EnvironmentProblem, InputError, PerfspecError
-from perfspec.fileio import write_json_atomic
-
-MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = 1
+from perfspec.signals import on_stop_signals
 
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -80,36 +83,16 @@ class CampaignResult:
         return self.status == "completed" and self.installs_failed == 0 and self.uninstalls_failed == 0
 
 
-def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def _interrupt(state: dict[str, Any]) -> Callable[[str], None]:
+    """The campaign's stop-signal handler: raise CampaignInterrupted, or only note the signal while
+    ``state['defer']`` (the final cleanup must not be cut short)."""
 
-
-def load_manifest(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise InputError(f"cannot read campaign manifest {path}: {error}") from error
-
-
-@contextlib.contextmanager
-def _signals(state: dict[str, Any]) -> Iterator[None]:
-    """Turn SIGINT/SIGTERM into CampaignInterrupted (or just note them while ``state['defer']``)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, _frame: object) -> None:
-        name = signal.Signals(signum).name
+    def handler(name: str) -> None:
         state.setdefault("signals", []).append(name)
         if not state.get("defer"):
             raise CampaignInterrupted(name)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return handler
 
 
 def _step_record(step: Step, run: int, kind: str) -> dict[str, Any]:
@@ -134,32 +117,6 @@ def _step_record(step: Step, run: int, kind: str) -> dict[str, Any]:
     }
 
 
-def completed_units(manifest: dict[str, Any]) -> set[str]:
-    """Units whose install ran and whose planned uninstall succeeded (nothing of them is left)."""
-    installed = {
-        r["unit"]
-        for r in manifest.get("steps", [])
-        if r["action"] == "install" and r["kind"] == "planned" and r["result"] in ("ok", "failed")
-    }
-    removed = {
-        r["unit"]
-        for r in manifest.get("steps", [])
-        if r["action"] == "uninstall" and r["kind"] == "planned" and r["result"] == "ok"
-    }
-    return installed & removed
-
-
-def left_installed(manifest: dict[str, Any]) -> list[str]:
-    """Releases an earlier run may have left installed (install attempted, no successful uninstall after)."""
-    present: dict[str, None] = {}
-    for record in manifest.get("steps", []):
-        if record["action"] == "install":
-            present[record["release"]] = None
-        elif record["result"] == "ok":
-            present.pop(record["release"], None)
-    return list(present)
-
-
 class _Runner:
     def __init__(
         self,
@@ -179,7 +136,7 @@ class _Runner:
         self.signal_state: dict[str, Any] = {}
 
     def save(self) -> None:
-        write_json_atomic(self.path, self.manifest)
+        save_manifest(self.path, self.manifest)
 
     def open_manifest(self, plan: list[Step]) -> None:
         self.plan = plan
@@ -395,7 +352,7 @@ def run_campaign(
     runner.run_record["steps_skipped"] = len(plan) - len(todo)
     status = "completed"
     failure: BaseException | None = None
-    with _signals(runner.signal_state):
+    with on_stop_signals(_interrupt(runner.signal_state)):
         try:
             runner.prepare()
             for step in todo:
@@ -422,12 +379,7 @@ def run_campaign(
             runner.save()
     labelled = None
     if receiver_dir is not None and failure is None:
-        from perfspec.collect.labels import label_campaign
-
-        summary = label_campaign(runner.path, Path(receiver_dir), out_dir / "labels.jsonl")
-        runner.manifest["labels"] = summary
-        runner.save()
-        labelled = summary["events"]
+        labelled = record_labels(runner.path, Path(receiver_dir))["events"]
     if failure is not None:
         raise failure
     this_run = [r for r in runner.manifest["steps"] if r["run"] == runner.run_no]

@@ -84,7 +84,7 @@ def _exec_command_class() -> Any:
     the pipes, and the call, open)."""
     from pyhelm3 import Command
 
-    class ExecCommand(Command):  # type: ignore[misc]
+    class ExecCommand(Command):
         def __init__(self, helm_path: str, **kwargs: Any) -> None:
             super().__init__(executable="exec", **kwargs)
             self.helm_path = helm_path
@@ -143,8 +143,9 @@ class PyHelmDriver:
     def install(
         self, release: str, namespace: str, chart: ChartRef, timeout_seconds: int, wait: bool = False
     ) -> InstallOutcome:
-        ref: Any = Path(chart.repo) if chart.is_local else chart.name
-        repo = None if chart.is_local else chart.repo
+        local_dir = chart.repo if chart.is_local else None  # a local chart: `repo` is its directory
+        ref: Any = Path(local_dir) if local_dir is not None else chart.name
+        repo = None if local_dir is not None else chart.repo
         result = self._run(
             lambda: self._command.install_or_upgrade(
                 release,
@@ -228,16 +229,26 @@ class PyHelmDriver:
         ]
 
 
+def find_helm(helm_path: str | Path = "helm") -> str:
+    """The helm executable's path (a name on PATH or a file); EnvironmentProblem when there is none."""
+    helm = str(helm_path)
+    resolved = shutil.which(helm) or (
+        # os.path.isfile is False on any OSError (EACCES too); Path.is_file raises there
+        helm if os.path.isfile(helm) and os.access(helm, os.X_OK) else None  # noqa: PTH113
+    )
+    if resolved is None:
+        raise EnvironmentProblem(
+            f"helm executable not found: {helm}",
+            hint="install Helm 3 (https://helm.sh), or pass --helm PATH (PERFSPEC_COLLECT__HELM)",
+        )
+    return resolved
+
+
 def make_helm_driver(
     helm_path: str | Path = "helm", kubeconfig: Path | None = None, grace_seconds: float = 60.0
 ) -> HelmDriver:
     """The real driver, after checking that ``helm_path`` is an executable that answers ``helm version``."""
-    helm = str(helm_path)
-    resolved = shutil.which(helm) or (helm if os.path.isfile(helm) and os.access(helm, os.X_OK) else None)
-    if resolved is None:
-        raise EnvironmentProblem(
-            f"helm executable not found: {helm}", hint="install Helm 3 (https://helm.sh) or pass --helm PATH"
-        )
+    resolved = find_helm(helm_path)
     if kubeconfig is not None and not Path(kubeconfig).is_file():
         raise EnvironmentProblem(f"kubeconfig not found: {kubeconfig}")
     driver = PyHelmDriver(resolved, Path(kubeconfig) if kubeconfig else None, grace_seconds)

@@ -27,8 +27,10 @@ from typing import Any
 
 import orjson
 
-from perfspec.collect.campaign import load_manifest
+from perfspec.collect.manifest import load_manifest, save_manifest
 from perfspec.fileio import atomic_open
+
+LABELS_NAME = "labels.jsonl"
 
 
 def campaign_relative(path: Path, campaign_dir: Path) -> str:
@@ -59,80 +61,111 @@ def audit_files(audit_dir: Path) -> list[Path]:
     return sorted(Path(audit_dir).glob("audit-*.jsonl"))
 
 
+class _Timeline:
+    """The manifest's executed steps in start order: which one was running at a given instant."""
+
+    def __init__(self, manifest: dict[str, Any]) -> None:
+        self.records = [r for r in manifest.get("steps", []) if r.get("started_at")]
+        self.order = sorted(range(len(self.records)), key=lambda i: self._start(i))
+        self.starts = [self._start(i) for i in self.order]
+        ends = [r.get("ended_at") for r in manifest.get("runs", [])]
+        self.end = max((parse_time(e) or 0.0 for e in ends if e), default=None)
+        self.counts = {i: {"events": 0, "namespace_matches": 0} for i in range(len(self.records))}
+
+    def _start(self, index: int) -> float:
+        return parse_time(self.records[index]["started_at"]) or 0.0
+
+    def place(self, ts: float | None, namespace: str | None) -> dict[str, Any]:
+        """The label fields of an event received at ``ts`` (``phase`` says before/after/which step)."""
+        if ts is None:
+            return {"phase": "unparsed"}
+        pos = bisect.bisect_right(self.starts, ts) - 1
+        if pos < 0:
+            return {"phase": "before"}
+        if self.end is not None and ts > self.end:
+            return {"phase": "after"}
+        index = self.order[pos]
+        record = self.records[index]
+        end = parse_time(record.get("ended_at"))
+        match = namespace == record["namespace"]
+        self.counts[index]["events"] += 1
+        self.counts[index]["namespace_matches"] += int(match)
+        return {
+            "record": index,
+            "step": record["step"],
+            "action": record["action"],
+            "chart": record["chart"],
+            "release": record["release"],
+            "run": record["run"],
+            "phase": "during" if end is None or ts <= end else "after-step",
+            "namespace_match": match,
+        }
+
+    def per_step(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "record": i,
+                "step": self.records[i]["step"],
+                "action": self.records[i]["action"],
+                "chart": self.records[i]["chart"],
+                **counts,
+            }
+            for i, counts in self.counts.items()
+        ]
+
+
+def _events(path: Path) -> Any:
+    """(line number, event dict or {}, request time or None) of each non-blank line of an audit file."""
+    with open(path, "rb") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                event = orjson.loads(line)
+                ts = parse_time(event.get("requestReceivedTimestamp") or event.get("stageTimestamp"))
+            except (orjson.JSONDecodeError, AttributeError):
+                event, ts = {}, None
+            yield line_no, event, ts
+
+
 def label_campaign(manifest_path: Path, audit_dir: Path, out_path: Path) -> dict[str, Any]:
     """Write ``out_path`` (labels.jsonl) and return a summary (counts overall and per executed step)."""
-    manifest = load_manifest(manifest_path)
-    records = [r for r in manifest.get("steps", []) if r.get("started_at")]
-    order = sorted(range(len(records)), key=lambda i: parse_time(records[i]["started_at"]) or 0.0)
-    starts = [parse_time(records[i]["started_at"]) or 0.0 for i in order]
-    ends = [r.get("ended_at") for r in manifest.get("runs", [])]
-    campaign_end = max((parse_time(e) or 0.0 for e in ends if e), default=None)
-    per_record = {i: {"events": 0, "namespace_matches": 0} for i in range(len(records))}
+    timeline = _Timeline(load_manifest(manifest_path))
     summary = {"events": 0, "labelled": 0, "before": 0, "after": 0, "unparsed": 0, "files": 0}
     with atomic_open(Path(out_path)) as out:
         for path in audit_files(audit_dir):
             summary["files"] += 1
             source_file, file = str(path), campaign_relative(path, Path(out_path).parent)
-            with open(path, "rb") as handle:
-                for line_no, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        event = orjson.loads(line)
-                        ts = parse_time(event.get("requestReceivedTimestamp") or event.get("stageTimestamp"))
-                    except (orjson.JSONDecodeError, AttributeError):
-                        event, ts = {}, None
-                    summary["events"] += 1
-                    row: dict[str, Any] = {
-                        "source_file": source_file,
-                        "file": file,
-                        "line": line_no,
-                        "audit_id": event.get("auditID"),
-                        "stage": event.get("stage"),
-                        "ts": ts,
-                        "record": None,
-                        "step": None,
-                        "phase": None,
-                    }
-                    if ts is None:
-                        summary["unparsed"] += 1
-                        row["phase"] = "unparsed"
-                    else:
-                        pos = bisect.bisect_right(starts, ts) - 1
-                        if pos < 0:
-                            summary["before"] += 1
-                            row["phase"] = "before"
-                        elif campaign_end is not None and ts > campaign_end:
-                            summary["after"] += 1
-                            row["phase"] = "after"
-                        else:
-                            index = order[pos]
-                            record = records[index]
-                            end = parse_time(record.get("ended_at"))
-                            namespace = (event.get("objectRef") or {}).get("namespace")
-                            match = namespace == record["namespace"]
-                            row.update(
-                                record=index,
-                                step=record["step"],
-                                action=record["action"],
-                                chart=record["chart"],
-                                release=record["release"],
-                                run=record["run"],
-                                phase="during" if end is None or ts <= end else "after-step",
-                                namespace_match=match,
-                            )
-                            per_record[index]["events"] += 1
-                            per_record[index]["namespace_matches"] += int(match)
-                            summary["labelled"] += 1
-                    out.write(orjson.dumps(row) + b"\n")
-    summary["per_step"] = [
-        {
-            "record": i,
-            "step": records[i]["step"],
-            "action": records[i]["action"],
-            "chart": records[i]["chart"],
-            **counts,
-        }
-        for i, counts in per_record.items()
-    ]
+            for line_no, event, ts in _events(path):
+                summary["events"] += 1
+                namespace = (event.get("objectRef") or {}).get("namespace")
+                label = timeline.place(ts, namespace)
+                phase = label["phase"]
+                if phase in ("before", "after", "unparsed"):
+                    summary[phase] += 1
+                else:
+                    summary["labelled"] += 1
+                row = {
+                    "source_file": source_file,
+                    "file": file,
+                    "line": line_no,
+                    "audit_id": event.get("auditID"),
+                    "stage": event.get("stage"),
+                    "ts": ts,
+                    "record": None,
+                    "step": None,
+                    "phase": None,
+                    **label,
+                }
+                out.write(orjson.dumps(row) + b"\n")
+    return {**summary, "per_step": timeline.per_step()}
+
+
+def record_labels(manifest_path: Path, audit_dir: Path) -> dict[str, Any]:
+    """Label the campaign's events (``labels.jsonl`` beside the manifest) and store the summary in the
+    manifest: the one way ``collect``, ``collect --receive`` and ``label`` record labels."""
+    summary = label_campaign(manifest_path, audit_dir, Path(manifest_path).parent / LABELS_NAME)
+    manifest = load_manifest(manifest_path)
+    manifest["labels"] = summary
+    save_manifest(manifest_path, manifest)
     return summary

@@ -8,7 +8,7 @@ Why it is built this way:
   (``collect.intake``); the others are set aside in ``receiver-rejects.jsonl`` (one write per request,
   at most ``max_rejects_per_request`` recorded, the rest counted), and the reply says how many of each.
 - No secret reaches a rejects file: samples are redacted as the cleaner redacts its rejects
-  (``audit.rejects.redact_raw``). A body that is not JSON cannot be redacted (it could be a Secret as
+  (``audit.redaction``). A body that is not JSON cannot be redacted (it could be a Secret as
   YAML), so only its length and SHA-256 are kept.
 - Bounded memory, whatever the body's shape: bodies over ``max_body_bytes`` get 413 before they are
   read, and over ``max_batch_items`` items 413 before any per-item work; bodies are read into a shared
@@ -16,9 +16,11 @@ Why it is built this way:
   at a time, as raw slices (``intake``: ~2-3x the body, never the ~100x of parsed Python objects).
   Measured peaks are in ``bench/RESULTS.md`` (``python -m bench receiver``).
 - Slow or hostile senders cannot lock others out: every request must deliver its headers and body
-  within ``request_timeout_seconds`` (a watchdog closes it otherwise), one address holds at most
-  ``max_connections_per_client`` of the ``max_connections`` connections, and a body being trickled
-  in holds only the bytes it has sent, never a processing slot.
+  within ``request_timeout_seconds``, and a body each 64 KiB within a few seconds
+  (``min_body_bytes_per_second``; a watchdog closes it otherwise); one address holds at most
+  ``max_connections_per_client`` of the ``max_connections`` connections, and at the cap the address
+  holding the most gives up its oldest incomplete connection for a newcomer; a body being received
+  holds only the bytes it has sent, never a processing slot.
 - A local web page cannot inject events: POSTs need ``Content-Type: application/json`` (415) on the
   configured ``path`` (404), and CORS preflights are refused (405, no CORS headers).
 - Stdlib only (``http.server`` threads, ``ssl``): binds 127.0.0.1 by default, optional bearer token
@@ -51,7 +53,7 @@ import orjson
 from perfspec.collect.intake import BadBatch, TooManyItems, body_digest, take_batch, warm_up
 from perfspec.collect.sink import JsonlSink
 from perfspec.errors import EnvironmentProblem, InputError
-from perfspec.settings import ReceiverSettings
+from perfspec.settings import CleanSettings, ReceiverSettings
 
 REJECTS_NAME = "receiver-rejects.jsonl"
 #: A POST waits this long for room in the body budget or for a processing slot, then gets 503.
@@ -59,8 +61,11 @@ SLOT_WAIT_SECONDS = 0.5
 #: A body fully read waits longer for a processing slot (answering 503 would waste the transfer).
 PROCESS_WAIT_SECONDS = 5.0
 RETRY_AFTER_SECONDS = 1
-#: Bodies are read in chunks of this size, each reserved in the budget before it is read.
-READ_CHUNK = 1 << 20
+#: Bodies are read in chunks of this size, each reserved in the budget before it is read (small: a
+#: stalled sender holds at most one chunk it has not sent, and its progress is visible to the watchdog).
+READ_CHUNK = 64 << 10
+#: Each chunk of a body must arrive within this plus READ_CHUNK / ``min_body_bytes_per_second`` seconds.
+BODY_RATE_GRACE_SECONDS = 2.0
 #: How often the watchdog looks for requests past their deadline.
 WATCHDOG_INTERVAL = 0.25
 
@@ -118,6 +123,7 @@ class _Stats:
         "busy",
         "timeouts",
         "refused_connections",
+        "evicted_connections",
         "connection_errors",
         "bytes_received",
     )
@@ -176,13 +182,17 @@ class _Budget:
 
 
 class _Connection:
-    """What the receiver knows of one open connection: idle between requests, and its deadline."""
+    """What the receiver knows of one open connection: idle between requests; while a request has not
+    arrived whole, its deadline and when it began; the body's progress; whether it is being evicted."""
 
-    __slots__ = ("deadline", "idle")
+    __slots__ = ("body_progress", "deadline", "evicted", "idle", "since")
 
     def __init__(self) -> None:
         self.idle = True
         self.deadline: float | None = None
+        self.since = time.monotonic()
+        self.body_progress: float | None = None  # when the body last moved (None: not in a body)
+        self.evicted = False
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -191,7 +201,7 @@ class _Server(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     receiver: AuditReceiver
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
+    def handle_error(self, _request: Any, _client_address: Any) -> None:
         self.receiver.stats.add(connection_errors=1)
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -224,9 +234,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
 
     def setup(self) -> None:
-        self.timeout = self.server.receiver.settings.request_timeout_seconds
         self.receiver = self.server.receiver
         self.receiver.track(self)
+        # a per-connection socket timeout: what StreamRequestHandler.setup applies from its `timeout`
+        # class attribute (left None here), set from this receiver's settings
+        self.request.settimeout(self.receiver.settings.request_timeout_seconds)
         super().setup()
         # the reply's headers and body are two sends: without this, Nagle + delayed ACK add ~40 ms each
         with contextlib.suppress(OSError):
@@ -359,6 +371,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         receiver = self.receiver
         chunks: list[bytes] = []
         reserved = 0
+        receiver.body_progress(self)  # the body's clock starts now
         while reserved < length:
             size = min(READ_CHUNK, length - reserved)
             if not receiver.budget.reserve(client, size, SLOT_WAIT_SECONDS):
@@ -366,8 +379,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._reply(503, {"error": "busy, retry later"}, close=True)
                 return None, reserved
             reserved += size
-            chunk = self.rfile.read(size)
+            try:
+                chunk = self.rfile.read(size)
+            except TimeoutError:  # silent for request_timeout_seconds: nothing to acknowledge
+                self.close_connection = True
+                receiver.stats.add(timeouts=1)
+                return None, reserved
             chunks.append(chunk)
+            receiver.body_progress(self)
             if len(chunk) < size:  # client went away or missed its deadline: nothing to acknowledge
                 self.close_connection = True
                 receiver.stats.add(connection_errors=1)
@@ -384,6 +403,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 drop_bodies=settings.drop_bodies,
                 max_items=settings.max_batch_items,
                 max_rejects=settings.max_rejects_per_request,
+                max_line_bytes=receiver.max_line_bytes,
             )
         except TooManyItems as error:
             receiver.stats.add(too_many_items=1)
@@ -439,6 +459,7 @@ class AuditReceiver:
         *,
         max_concurrent_requests: int | None = None,
         max_connections: int | None = None,
+        max_line_bytes: int | None = None,
     ) -> None:
         if max_concurrent_requests is None:
             max_concurrent_requests = settings.max_concurrent_requests
@@ -449,11 +470,14 @@ class AuditReceiver:
         self.out_dir = Path(out_dir)
         self.settings = settings
         self.max_connections = max_connections
+        #: Clean's line limit: a longer event would be acknowledged here and rejected by clean.
+        self.max_line_bytes = max_line_bytes or CleanSettings().max_line_bytes
         self.stats = _Stats()
         self.stopping = threading.Event()
         self.slots = threading.BoundedSemaphore(max_concurrent_requests)
         self.budget = _Budget(settings.max_buffered_bytes)
         self._open_connections = 0
+        self._evicting = 0
         self._per_client: Counter[str] = Counter()
         self._connections: dict[_Handler, _Connection] = {}
         self._conn_lock = threading.Lock()
@@ -508,6 +532,8 @@ class AuditReceiver:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
+        if not isinstance(host, str):  # the bound address (getsockname) always has a str host
+            raise RuntimeError(f"the receiver's address has an unexpected host {host!r}")
         scheme = "https" if isinstance(self.server.socket, ssl.SSLSocket) else "http"
         return f"{scheme}://{host}:{port}"
 
@@ -518,19 +544,45 @@ class AuditReceiver:
 
     # -- connections ---------------------------------------------------------------------------------
     def admit(self, client_address: Any) -> bool:
-        """Count a new connection, unless the total or its address's cap is reached (then False)."""
+        """Count a new connection, unless its address's cap is reached (then False). At the total cap,
+        an address holding at least 2 more connections than the newcomer's gives up its oldest
+        incomplete one (a slow or idle sender), so one busy address cannot starve another; if there is
+        none, the new connection is refused."""
         client = str(client_address[0])
+        victim: _Handler | None = None
         with self._conn_lock:
-            full = (
-                self._open_connections >= self.max_connections
-                or self._per_client[client] >= self.settings.max_connections_per_client
-            )
-            if not full:
+            admitted = self._per_client[client] < self.settings.max_connections_per_client
+            if admitted and self._open_connections - self._evicting >= self.max_connections:
+                victim = self._eviction_victim(self._per_client[client])
+                admitted = victim is not None
+                if victim is not None:
+                    self._connections[victim].evicted = True
+                    self._evicting += 1
+            if admitted:
                 self._open_connections += 1
                 self._per_client[client] += 1
-        if full:
+        if victim is not None:
+            self.stats.add(evicted_connections=1)
+            with contextlib.suppress(OSError):
+                victim.connection.shutdown(socket.SHUT_RDWR)
+        if not admitted:
             self.stats.add(refused_connections=1)
-        return not full
+        return admitted
+
+    def _eviction_victim(self, newcomer_holds: int) -> _Handler | None:
+        """(Lock held.) The oldest incomplete connection of the address holding the most connections,
+        if it holds at least 2 more than the newcomer's address."""
+        incomplete: dict[str, list[tuple[float, int, _Handler]]] = {}
+        for handler, state in self._connections.items():
+            if state.deadline is not None and not state.evicted:
+                address = str(handler.client_address[0])
+                incomplete.setdefault(address, []).append((state.since, id(handler), handler))
+        if not incomplete:
+            return None
+        busiest = max(incomplete, key=lambda address: self._per_client[address])
+        if self._per_client[busiest] < newcomer_holds + 2:
+            return None
+        return min(incomplete[busiest])[2]
 
     def release(self, client_address: Any) -> None:
         client = str(client_address[0])
@@ -546,7 +598,9 @@ class AuditReceiver:
 
     def untrack(self, handler: _Handler) -> None:
         with self._conn_lock:
-            self._connections.pop(handler, None)
+            state = self._connections.pop(handler, None)
+            if state is not None and state.evicted:
+                self._evicting -= 1
 
     def waiting(self, handler: _Handler, deadline: bool = True) -> None:
         """Idle between requests: with ``deadline``, the next request must arrive whole in time."""
@@ -554,9 +608,16 @@ class AuditReceiver:
             state = self._connections.get(handler)
             if state is not None:
                 state.idle = True
-                state.deadline = (
-                    time.monotonic() + self.settings.request_timeout_seconds if deadline else None
-                )
+                state.since = time.monotonic()
+                state.deadline = state.since + self.settings.request_timeout_seconds if deadline else None
+                state.body_progress = None
+
+    def body_progress(self, handler: _Handler) -> None:
+        """The body moved: a chunk arrived, or (the first call) it starts now."""
+        with self._conn_lock:
+            state = self._connections.get(handler)
+            if state is not None:
+                state.body_progress = time.monotonic()
 
     def busy(self, handler: _Handler) -> None:
         with self._conn_lock:
@@ -564,14 +625,25 @@ class AuditReceiver:
             if state is not None:
                 state.idle = False
 
+    def _too_slow(self, state: _Connection, now: float) -> bool:
+        """A request past its deadline, or a body whose next chunk is overdue at the minimum rate
+        (a burst then a stall is caught within seconds, not at the deadline)."""
+        if state.deadline is None:
+            return False
+        if state.deadline < now:
+            return True
+        rate = self.settings.min_body_bytes_per_second
+        if state.body_progress is None or rate <= 0:
+            return False
+        return now - state.body_progress > BODY_RATE_GRACE_SECONDS + READ_CHUNK / rate
+
     def _watch(self) -> None:
-        """Close connections whose request has not arrived whole within ``request_timeout_seconds``."""
+        """Close connections whose request has not arrived whole within ``request_timeout_seconds``, or
+        whose body arrives slower than ``min_body_bytes_per_second`` (after a short grace)."""
         while not self.stopping.wait(WATCHDOG_INTERVAL):
             now = time.monotonic()
             with self._conn_lock:
-                late = [
-                    h for h, s in self._connections.items() if s.deadline is not None and s.deadline < now
-                ]
+                late = [h for h, state in self._connections.items() if self._too_slow(state, now)]
                 for handler in late:
                     self._connections[handler].deadline = None
             for handler in late:

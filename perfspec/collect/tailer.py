@@ -14,7 +14,7 @@ batch, so:
 - a crash between the sink's fsync and the state write re-copies that one batch (at-least-once there;
   the cleaner drops duplicate events);
 - request/response bodies are stripped by default like the receiver does (``drop_bodies``; Secrets at
-  the RequestResponse level), see :mod:`perfspec.collect.bodies`.
+  the RequestResponse level), see :mod:`perfspec.audit.redaction`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from perfspec.collect.bodies import strip_line_bodies
+from perfspec.audit.redaction import strip_line_bodies
 from perfspec.collect.sink import JsonlSink
 from perfspec.fileio import write_json_atomic
 
@@ -60,7 +60,7 @@ class LogTailer:
         saved = (int(state["dev"]), int(state["ino"]))
         offset = int(state["offset"])
         try:
-            st = os.stat(self.path)
+            st = self.path.stat()
         except FileNotFoundError:
             st = None
         if st is not None and (st.st_dev, st.st_ino) == saved:
@@ -83,17 +83,18 @@ class LogTailer:
                 return Path(entry.path)
         return None
 
-    def _open(self, offset: int = 0) -> bool:
+    def _open(self, offset: int = 0) -> BinaryIO | None:
+        """Open the live file as ``self._handle``; returns it, or None when the file is not there."""
         try:
             handle = open(self.path, "rb")  # noqa: SIM115 - kept open to drain after a rotation
         except FileNotFoundError:
-            return False
+            return None
         st = os.fstat(handle.fileno())
         self._handle, self._ident = handle, (st.st_dev, st.st_ino)
         self.offset = offset if offset <= st.st_size else 0
         if offset > st.st_size:
             self.counts["truncations"] += 1
-        return True
+        return handle
 
     def _save(self, ident: tuple[int, int] | None, offset: int) -> None:
         dev, ino = ident or (0, 0)
@@ -136,25 +137,25 @@ class LogTailer:
     def poll(self) -> int:
         """Copy every complete new line (following a rotation or truncation); returns lines copied."""
         before = self.counts["lines"]
-        if self._handle is None and not self._open(0):
+        handle = self._handle if self._handle is not None else self._open(0)
+        if handle is None:
             return 0
-        assert self._handle is not None
-        self.offset = self._drain(self._handle, self.offset, final=False, ident=self._ident)
+        self.offset = self._drain(handle, self.offset, final=False, ident=self._ident)
         try:
-            st = os.stat(self.path)
+            st = self.path.stat()
         except FileNotFoundError:
             st = None
         if st is None or (st.st_dev, st.st_ino) != self._ident:
-            self.offset = self._drain(self._handle, self.offset, final=True, ident=self._ident)
-            self._handle.close()
+            self.offset = self._drain(handle, self.offset, final=True, ident=self._ident)
+            handle.close()
             self._handle, self._ident = None, None
             self.counts["rotations"] += 1
             self._save(None, 0)
-            if st is not None and self._open(0):
-                self.offset = self._drain(self._handle, 0, final=False, ident=self._ident)
+            if st is not None and (reopened := self._open(0)) is not None:
+                self.offset = self._drain(reopened, 0, final=False, ident=self._ident)
         elif st.st_size < self.offset:
             self.counts["truncations"] += 1
-            self.offset = self._drain(self._handle, 0, final=False, ident=self._ident)
+            self.offset = self._drain(handle, 0, final=False, ident=self._ident)
         return self.counts["lines"] - before
 
     def follow(self, stop: threading.Event, interval: float = 0.5) -> None:

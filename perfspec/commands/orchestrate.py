@@ -18,9 +18,6 @@ if TYPE_CHECKING:
     from perfspec.settings import Settings
     from tasks.records import PipelineResult
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-DEFAULT_PREFECT_FILE = REPO_ROOT / "deployments" / "prefect.yaml"
-
 
 def pipeline(
     source: Annotated[
@@ -129,8 +126,11 @@ def _print_result(result: PipelineResult, hints: list[str], data_dir: Path) -> N
 
 def deploy(
     prefect_file: Annotated[
-        Path, typer.Option("--prefect-file", help="The deployments file (default deployments/prefect.yaml).")
-    ] = DEFAULT_PREFECT_FILE,
+        Path | None,
+        typer.Option(
+            "--prefect-file", help="The deployments file (default: the bundled deployments/prefect.yaml)."
+        ),
+    ] = None,
     work_pool: Annotated[
         str | None, typer.Option("--work-pool", help="Process work pool to create/use (default: settings).")
     ] = None,
@@ -144,6 +144,7 @@ def deploy(
     Creates the process work pool if needed; deploys pipeline/nightly-retrain (cron), collect/on-demand
     and healthcheck/check. Then start a worker: prefect worker start --pool perfspec
     """
+    from perfspec.bundled import prefect_file as bundled_prefect_file
     from perfspec.errors import EnvironmentProblem
     from perfspec.settings import get_settings
 
@@ -155,6 +156,7 @@ def deploy(
     settings = get_settings().with_section(
         "prefect", work_pool=work_pool, nightly_cron=cron, timezone=timezone
     )
+    prefect_file = prefect_file or bundled_prefect_file()
     env = deployment_env(settings)
     prefect = str(Path(sys.executable).with_name("prefect"))
     pool = settings.prefect.work_pool
@@ -166,23 +168,17 @@ def deploy(
 
 
 def deployment_env(settings: Settings) -> dict[str, str]:
-    """The environment prefect.yaml's ``{{ $VAR }}`` placeholders read (schedule, pool, project dir)."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "PERFSPEC_PREFECT__NIGHTLY_CRON": settings.prefect.nightly_cron,
-            "PERFSPEC_PREFECT__TIMEZONE": settings.prefect.timezone,
-            "PERFSPEC_PREFECT__WORK_POOL": settings.prefect.work_pool,
-            "PERFSPEC_PROJECT_DIR": env.get("PERFSPEC_PROJECT_DIR", str(REPO_ROOT)),
-        }
-    )
-    return env
+    """The environment with prefect.yaml's ``{{ $VAR }}`` placeholders set from settings."""
+    from deployments.serve import placeholder_values
+
+    return {**os.environ, **placeholder_values(settings)}
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> None:
+    from perfspec.bundled import project_dir
     from perfspec.errors import EnvironmentProblem
 
-    done = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+    done = subprocess.run(cmd, env=env, cwd=project_dir(), capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
         raise EnvironmentProblem(f"`{' '.join(cmd[1:])}` failed: {' | '.join(tail)}")
@@ -201,7 +197,6 @@ def serve() -> None:
             "PREFECT_API_URL is not set: `serve` needs a Prefect server to hold the schedule",
             hint="start one (`prefect server start`) and export PREFECT_API_URL=http://127.0.0.1:4200/api",
         )
-    sys.path.insert(0, str(REPO_ROOT))
     from deployments.serve import main
 
     main()

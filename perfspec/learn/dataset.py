@@ -146,7 +146,9 @@ def cut_at(segments: Sequence[tuple[int, int]], pieces: Sequence[tuple[int, int]
     return out
 
 
-def make_windows(ids: np.ndarray, segments: Sequence[tuple[int, int]], window: int) -> tuple[np.ndarray, ...]:
+def make_windows(
+    ids: np.ndarray, segments: Sequence[tuple[int, int]], window: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Windows inside each segment: ``x[i]`` = the ``window`` ids before ``pos[i]``; ``y = ids[pos]``."""
     xs, ys, positions = [], [], []
     for start, end in segments:
@@ -167,7 +169,7 @@ def make_windows(ids: np.ndarray, segments: Sequence[tuple[int, int]], window: i
 
 def fingerprint_of(actions: Sequence[str], settings: DatasetSettings) -> str:
     """sha256 of the action sequence + the settings that shape the windows and the split."""
-    split = {
+    split: dict[str, object] = {
         "window": settings.window,
         "train_fraction": settings.train_fraction,
         "val_fraction": settings.val_fraction,
@@ -308,7 +310,8 @@ class Dataset:
             x, y, pos = self._split_windows(split)
             arrays |= {f"x_{split}": x, f"y_{split}": y, f"pos_{split}": pos}
         with atomic_open(directory / "windows.npz", "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+            # numpy's stub: a **dict[str, ndarray] could also bind its `allow_pickle: bool` keyword
+            np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
         self.vocab.save(directory / "vocab.json")
         write_json_atomic(
             directory / "dataset.json",

@@ -65,7 +65,8 @@ def save_scores(run_dir: Path, scores: ModelScores) -> None:
     target = scores_path(run_dir, scores.name)
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target, suffix=".npz") as tmp:
-        np.savez(tmp, **arrays)
+        # numpy's stub: a **dict[str, ndarray] could also bind its `allow_pickle: bool` keyword
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
 
 
 def load_scores(run_dir: Path, name: str) -> ModelScores | None:
@@ -345,6 +346,24 @@ def experiment_name(fingerprint: str, settings: Settings, configs: Sequence[Mode
     return f"{fingerprint[:12]}-{digest}"
 
 
+def experiment_dir(
+    settings: Settings,
+    fingerprint: str,
+    configs: Sequence[ModelConfig],
+    *,
+    sweep: bool = False,
+    fresh: bool = False,
+) -> Path:
+    """Where an experiment's outputs go: ``<runs_dir>/[sweep-]<experiment_name>``, shared by the CLI and
+    the flows so a re-run resumes in the same folder; ``fresh`` adds a UTC time stamp (a new folder)."""
+    import datetime as dt
+
+    name = ("sweep-" if sweep else "") + experiment_name(fingerprint, settings, configs)
+    if fresh:
+        name += dt.datetime.now(dt.UTC).strftime("-%Y%m%dT%H%M%S")
+    return (settings.paths.runs_dir / name).resolve()
+
+
 def read_fingerprint(dataset_dir: Path) -> str:
     """The fingerprint of a saved dataset (its ``dataset.json``), without loading its arrays."""
     meta = Path(dataset_dir) / "dataset.json"
@@ -408,8 +427,7 @@ def train_from_actions(
         )
     dataset_dir = save_dataset(dataset, settings.paths.datasets_dir)
     configs = default_configs(settings)
-    name = experiment_name(dataset.fingerprint, settings, configs)
-    run_dir = Path(out_dir) if out_dir is not None else settings.paths.runs_dir / name
+    run_dir = Path(out_dir) if out_dir is not None else experiment_dir(settings, dataset.fingerprint, configs)
     metrics = run_experiment(dataset, configs, run_dir, settings, say, on_epoch_end)
     outcome = TrainOutcome(dataset, dataset_dir, run_dir, metrics)
     if use_mlflow:

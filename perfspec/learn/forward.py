@@ -227,7 +227,7 @@ class LSTMNet(_RecurrentNet):
         named = _require_arrays(self._named())
         units = [_dim(layer.recurrent, 0) for layer in self.layers]
         vocab = _dim(self.dense_bias, 0)
-        expected = {"table": (vocab, 4 * units[0])}
+        expected: dict[str, tuple[int, ...]] = {"table": (vocab, 4 * units[0])}
         for index, u in enumerate(units):
             expected[f"lstm{index}_recurrent"] = (u, 4 * u)
             if index:
@@ -380,7 +380,7 @@ class GRUNet(_RecurrentNet):
         named = _require_arrays(self._named())
         units = [_dim(layer.recurrent, 0) for layer in self.layers]
         vocab = _dim(self.dense_bias, 0)
-        expected = {"table": (vocab, 3 * units[0])}
+        expected: dict[str, tuple[int, ...]] = {"table": (vocab, 3 * units[0])}
         for index, u in enumerate(units):
             expected[f"gru{index}_recurrent"] = (u, 3 * u)
             expected[f"gru{index}_recurrent_bias"] = (3 * u,)
@@ -592,11 +592,11 @@ class TransformerNet(_Net):
             raise ValueError(f"epsilon must be a positive float, not {self.epsilon!r}")
         named = _require_arrays(self._named())
         vocab, d = _dim(self.embedding, 0), _dim(self.embedding, 1)
-        expected = {"embedding": (vocab, d), "positions": (self.window, d)}
+        expected: dict[str, tuple[int, ...]] = {"embedding": (vocab, d), "positions": (self.window, d)}
         for index, block in enumerate(self.blocks):
             heads, key_dim = _dim(block.query_kernel, 1), _dim(block.query_kernel, 2)
             value_dim, ffn = _dim(block.value_kernel, 2), _dim(block.ff1_bias, 0)
-            shapes = {
+            shapes: dict[str, tuple[int, ...]] = {
                 "ln1_gamma": (d,),
                 "ln1_beta": (d,),
                 "query_kernel": (d, heads, key_dim),
@@ -771,7 +771,8 @@ def _require(condition: Any) -> None:
 
 def _node(layer: Any) -> Any:
     nodes = getattr(layer, "_inbound_nodes", None)
-    _require(isinstance(nodes, list) and len(nodes) == 1)  # a layer used once, in this model only
+    if not isinstance(nodes, list) or len(nodes) != 1:  # a layer used once, in this model only
+        raise _Unsupported
     return nodes[0]
 
 
@@ -869,7 +870,8 @@ def _window(model: Any) -> int:
 
 def _output_layer(model: Any) -> Any:
     history = getattr(model.outputs[0], "_keras_history", None)
-    _require(history is not None and history.tensor_index == 0)
+    if history is None or history.tensor_index != 0:
+        raise _Unsupported
     return history.operation
 
 
@@ -881,7 +883,7 @@ def _recurrent_stack(model: Any, window: int, seen: list[Any]) -> LSTMNet | GRUN
     layer = _peel(_parent(seen[-1]), seen)
     kind = type(layer)
     _require(kind in (keras.layers.LSTM, keras.layers.GRU))
-    found = []  # newest first
+    found: list[list[np.ndarray]] = []  # (kernel, recurrent kernel, bias) of each layer, newest first
     while type(layer) is kind:
         _plain(layer)
         config = layer.get_config()

@@ -27,7 +27,7 @@ def _custom_layers() -> tuple[type, type]:
             super().__init__(**kwargs)
             self.window, self.dim = window, dim
 
-        def build(self, input_shape: Any) -> None:
+        def build(self, input_shape: Any) -> None:  # noqa: ARG002 - Keras passes it by keyword
             self.positions = self.add_weight(
                 name="positions", shape=(self.window, self.dim), initializer="glorot_uniform"
             )

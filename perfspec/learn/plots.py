@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from perfspec.fileio import atomic_path
 
@@ -77,23 +78,23 @@ def coverage_curves(
 
 
 def cv_comparison(
-    cv: Mapping[str, Mapping[str, Mapping[str, object]]],
+    cv: Mapping[str, Mapping[str, Mapping[str, Any]]],
     metric: str,
     candidate: str,
     target: Path,
-    paired: Mapping[str, Mapping[str, Mapping[str, object]]] | None = None,
+    paired: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
     standard_errors: float = 2.0,
 ) -> Path:
     """Left: CV ``metric`` per model (folds as dots, mean +- std). Right: the paired per-fold gain over the
     n-gram, mean +- ``standard_errors`` SE: a model beats the n-gram beyond noise when its bar clears 0."""
-    names = sorted(cv, key=lambda n: float(cv[n][metric]["mean"]))  # type: ignore[arg-type]
+    names = sorted(cv, key=lambda n: float(cv[n][metric]["mean"]))
     panels = 2 if paired else 1
     plt, fig = _figure(9 + 5 * (panels - 1), max(3.0, 0.45 * len(names) + 1.5))
     ax = fig.add_subplot(1, panels, 1)
     for row, name in enumerate(names):
         stats = cv[name][metric]
-        mean, std = float(stats["mean"]), float(stats["std"])  # type: ignore[arg-type]
-        folds = [float(v) for v in stats["folds"]]  # type: ignore[union-attr]
+        mean, std = float(stats["mean"]), float(stats["std"])
+        folds = [float(v) for v in stats["folds"]]
         color = "tab:red" if name == candidate else "tab:blue"
         ax.errorbar(mean, row, xerr=std, fmt="o", color=color, capsize=4)
         ax.scatter(folds, [row] * len(folds), color=color, alpha=0.35, s=14)
@@ -111,8 +112,8 @@ def cv_comparison(
             diff = paired.get(name, {}).get(metric)
             if not diff or diff.get("se") is None:
                 continue
-            mean, se = float(diff["mean"]), float(diff["se"])  # type: ignore[arg-type]
-            folds = [float(v) for v in diff["folds"]]  # type: ignore[union-attr]
+            mean, se = float(diff["mean"]), float(diff["se"])
+            folds = [float(v) for v in diff["folds"]]
             clear = mean - standard_errors * se > 0
             color = "tab:green" if clear else ("tab:red" if name == candidate else "tab:gray")
             right.errorbar(mean, row, xerr=standard_errors * se, fmt="o", color=color, capsize=4)

@@ -60,9 +60,8 @@ class Predictor:
         model_file: Path | None = None,
         info: dict[str, Any] | None = None,
         backend: str = "bundle",
+        keras_loader: Callable[[], Any] | None = None,
     ) -> None:
-        if scorer is None and model is None:
-            raise ValueError("a Predictor needs a scorer or a Keras model")
         self._scorer = scorer
         self._model = model
         self._model_file = model_file
@@ -72,16 +71,18 @@ class Predictor:
         self.backend = backend
         if scorer is not None:
             self.window, classes, self.family = scorer.window, scorer.classes, scorer.family
-        else:
+        elif model is not None:
             self.window, classes = int(model.input_shape[-1]), int(model.output_shape[-1])
             self.family = "keras"
+        else:
+            raise ValueError("a Predictor needs a scorer or a Keras model")
         if classes != len(vocab):
             raise InputError(
                 f"model outputs {classes} classes but the vocabulary has {len(vocab)} actions",
                 hint="the model and vocab.json come from different trainings",
             )
         self._compiled: Any = None
-        self._keras_loader: Callable[[], Any] | None = None
+        self._keras_loader = keras_loader
 
     @property
     def model(self) -> Any:
@@ -113,6 +114,7 @@ class Predictor:
                 tracking_uri = get_settings().mlflow_tracking_uri
             return cls._load_mlflow(text, tracking_uri, use_bundle)
         path = Path(text)
+        bundle: Path | None
         if path.is_dir():
             model_file, bundle = path / "model.keras", path / BUNDLE_NAME
         elif path.suffix == ".npz":
@@ -152,11 +154,20 @@ class Predictor:
 
     @classmethod
     def from_bundle(
-        cls, bundle: Path, source: str | None = None, model_file: Path | None = None
+        cls,
+        bundle: Path,
+        source: str | None = None,
+        model_file: Path | None = None,
+        keras_loader: Callable[[], Any] | None = None,
     ) -> Predictor:
-        """From a ``predictor.npz`` (NumPy only); ``BundleError`` if it cannot be used."""
+        """From a ``predictor.npz`` (NumPy only); ``BundleError`` if it cannot be used.
+
+        ``keras_loader``: how ``model`` gets the Keras model when there is no ``model_file`` to load.
+        """
         scorer, vocab, info = read_bundle(bundle)
-        return cls(scorer, vocab, source or str(bundle), model_file=model_file, info=info)
+        return cls(
+            scorer, vocab, source or str(bundle), model_file=model_file, info=info, keras_loader=keras_loader
+        )
 
     @classmethod
     def _load_mlflow(cls, uri: str, tracking_uri: str | None, use_bundle: bool = True) -> Predictor:
@@ -168,12 +179,13 @@ class Predictor:
         with tempfile.TemporaryDirectory(prefix="perfspec-model-") as tmp:
             if use_bundle:  # only the bundle: no Keras file, no TensorFlow
                 try:
-                    predictor = cls.from_bundle(_download_bundle(uri, Path(tmp) / "bundle"), source=uri)
+                    return cls.from_bundle(
+                        _download_bundle(uri, Path(tmp) / "bundle"),
+                        source=uri,
+                        keras_loader=lambda: cls._load_mlflow(uri, tracking_uri, False).model,
+                    )
                 except (MlflowException, OSError, BundleError):
                     pass  # a model logged before bundles existed (or one we cannot read): the full model
-                else:
-                    predictor._keras_loader = lambda: cls._load_mlflow(uri, tracking_uri, False).model
-                    return predictor
             try:
                 local = Path(
                     mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(Path(tmp) / "all"))

@@ -16,7 +16,7 @@ from typing import Any
 
 from perfspec.learn.configs import ModelConfig, sweep_configs
 from perfspec.learn.dataset import Dataset, build_dataset
-from perfspec.learn.experiment import Say, _quiet, experiment_name, run_experiment, save_dataset
+from perfspec.learn.experiment import Say, _quiet, experiment_dir, run_experiment, save_dataset
 from perfspec.settings import Settings
 
 
@@ -130,11 +130,7 @@ def run_sweep(
     configs = sweep_configs(settings.train, families, grid)
     selection = settings.selection.model_copy(update={"mixture": "mixture" in families})
     settings = settings.model_copy(update={"selection": selection})
-    run_dir = (
-        Path(out_dir)
-        if out_dir
-        else settings.paths.runs_dir / f"sweep-{experiment_name(dataset.fingerprint, settings, configs)}"
-    )
+    run_dir = Path(out_dir) if out_dir else experiment_dir(settings, dataset.fingerprint, configs, sweep=True)
     names = ", ".join(c.name for c in configs)
     say(
         f"sweep: {len(configs)} neural configs ({names}) + n-gram + most frequent"

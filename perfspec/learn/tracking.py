@@ -69,7 +69,10 @@ def configure(settings: Settings) -> str:
                     },
                 )
             except MlflowException:  # created concurrently by another process
-                experiment_id = client.get_experiment_by_name(name).experiment_id
+                created = client.get_experiment_by_name(name)
+                if created is None:  # it was not: the creation itself failed
+                    raise
+                experiment_id = created.experiment_id
         else:
             experiment_id = experiment.experiment_id
     except MlflowException as error:
@@ -93,7 +96,12 @@ class PredictorModel:
 
         self.predictor = Predictor.from_bundle(Path(context.artifacts["predictor"]))
 
-    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> Any:
+    def predict(
+        self,
+        context: Any,  # noqa: ARG002 - unused, but MLflow passes it only to a `context` parameter
+        model_input,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
         """``model_input``: a DataFrame (or rows) of W action names; left unannotated on purpose, so
         MLflow takes the signature from the input example rather than from a type hint."""
         import pandas as pd
@@ -379,6 +387,8 @@ def _epoch_metrics(run_dir: Path, metrics: dict, timestamp: int) -> list[Any]:
 def _log_inputs(run_id: str, dataset: Dataset) -> None:
     """The train and test windows as MLflow datasets (digest, source, size) for the Datasets column."""
     import mlflow
+    from mlflow.data.numpy_dataset import from_numpy  # `mlflow.data.from_numpy`, set there at import time
+    from mlflow.entities import Dataset as DatasetEntity
     from mlflow.entities import DatasetInput, InputTag
 
     inputs = []
@@ -386,14 +396,23 @@ def _log_inputs(run_id: str, dataset: Dataset) -> None:
         x, y = dataset.windows(split)
         with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local file
             warnings.simplefilter("ignore", UserWarning)
-            data = mlflow.data.from_numpy(
+            data = from_numpy(
                 x,
                 targets=y,
                 source=dataset.source or "actions",
                 name=f"actions-{dataset.fingerprint[:12]}-{split}",
                 digest=f"{dataset.fingerprint[:24]}-{split}",
             )
-        inputs.append(DatasetInput(data._to_mlflow_entity(), [InputTag("mlflow.data.context", context)]))
+        config = data.to_dict()  # the public form of what MLflow's own Dataset -> entity conversion reads
+        entity = DatasetEntity(
+            name=config["name"],
+            digest=config["digest"],
+            source_type=config["source_type"],
+            source=config["source"],
+            schema=config.get("schema"),
+            profile=config.get("profile"),
+        )
+        inputs.append(DatasetInput(entity, [InputTag("mlflow.data.context", context)]))
     mlflow.MlflowClient().log_inputs(run_id, datasets=inputs)
 
 

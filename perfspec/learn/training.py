@@ -135,6 +135,7 @@ def train(
     keras.utils.set_random_seed(settings.seed)
     tf.config.experimental.enable_op_determinism()
 
+    history: dict[str, list[float]]
     start, model, history = 0, None, {k: [] for k in HISTORY_KEYS}
     best_epoch, best_val_loss, wait, stopped_early = 0, math.inf, 0, False
     best_saved, best_weights = 0, None  # epoch held by best.keras; weights of best_epoch until saved
@@ -198,6 +199,8 @@ def train(
             if best_saved != best_epoch:
                 if best_epoch == epoch:
                     _copy_atomic(checkpoint_path(out_dir, epoch), best_path(out_dir))
+                elif best_weights is None:  # kept when best_epoch improved, dropped only once saved
+                    raise RuntimeError(f"the weights of the best epoch ({best_epoch}) were not kept")
                 else:
                     _save_weights(model, best_weights, best_path(out_dir), best_epoch)
                 best_saved, best_weights = best_epoch, None

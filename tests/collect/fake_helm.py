@@ -137,7 +137,7 @@ class State:
     def save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=1))
-        os.replace(tmp, self.path)
+        tmp.replace(self.path)
 
 
 def release_json(rel: dict) -> dict:

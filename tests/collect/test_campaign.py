@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from perfspec.collect.campaign import load_manifest, run_campaign
+from perfspec.collect.campaign import run_campaign
 from perfspec.collect.helm import make_helm_driver
+from perfspec.collect.manifest import load_manifest
 from perfspec.collect.spec import load_campaign
 from perfspec.errors import InputError
 from perfspec.settings import CollectSettings

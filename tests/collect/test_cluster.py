@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from perfspec.collect.campaign import load_manifest, run_campaign
+from perfspec.collect.campaign import run_campaign
 from perfspec.collect.cluster import (
     MANAGED_SELECTOR,
     check_cluster,
@@ -25,6 +25,7 @@ from perfspec.collect.cluster import (
     remove_leftover_namespaces,
 )
 from perfspec.collect.helm import make_helm_driver
+from perfspec.collect.manifest import load_manifest
 from perfspec.collect.spec import load_campaign
 from perfspec.errors import EnvironmentProblem
 from perfspec.settings import CollectSettings

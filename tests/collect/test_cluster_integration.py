@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from perfspec.collect.campaign import load_manifest, run_campaign
+from perfspec.collect.campaign import run_campaign
 from perfspec.collect.cluster import check_cluster, make_cluster_client
 from perfspec.collect.helm import make_helm_driver
+from perfspec.collect.manifest import load_manifest
 from perfspec.collect.receiver import AuditReceiver
 from perfspec.collect.spec import load_campaign
 from perfspec.errors import EnvironmentProblem

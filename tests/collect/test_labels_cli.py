@@ -14,9 +14,10 @@ import httpx
 import pyarrow.parquet as pq
 
 from perfspec.audit.clean import clean_sources
-from perfspec.collect.campaign import load_manifest, run_campaign
+from perfspec.collect.campaign import run_campaign
 from perfspec.collect.helm import make_helm_driver
 from perfspec.collect.labels import parse_time
+from perfspec.collect.manifest import load_manifest
 from perfspec.collect.receiver import AuditReceiver
 from perfspec.collect.spec import load_campaign
 from perfspec.settings import CleanSettings, CollectSettings, ReceiverSettings

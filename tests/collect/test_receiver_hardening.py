@@ -239,7 +239,7 @@ def _trickle(url: str, source: str, head: bytes, stop: threading.Event) -> None:
 
 
 @pytest.mark.slow
-def test_slow_senders_do_not_lock_out_normal_senders(receiver: Any, tmp_path: Path) -> None:
+def test_slow_senders_do_not_lock_out_normal_senders(receiver: Any) -> None:
     r = receiver(request_timeout_seconds=3.0, max_connections_per_client=8)
     payload = json.dumps(batch(item())).encode()
     body_head = (
@@ -271,6 +271,65 @@ def test_slow_senders_do_not_lock_out_normal_senders(receiver: Any, tmp_path: Pa
     stats = r.stop()
     assert stats["events"] == 10 and stats["refused_connections"] >= 30  # 40 + 2 from one address, cap 8
     assert stats["timeouts"] >= 8  # every admitted trickler was cut at its deadline
+
+
+def _stall_after(url: str, source: str, head: bytes, stop: threading.Event) -> None:
+    """A sender that sends ``head`` at once from ``source``, then nothing; when cut off, it reconnects."""
+    host, port = url.removeprefix("http://").split(":")
+    while not stop.is_set():
+        try:
+            with socket.create_connection((host, int(port)), timeout=30, source_address=(source, 0)) as sock:
+                sock.sendall(head)
+                sock.settimeout(0.2)
+                while not stop.is_set():
+                    try:
+                        if sock.recv(1024) == b"":
+                            break  # closed by the receiver: come back, as a hostile local process would
+                    except TimeoutError:
+                        continue
+        except OSError:
+            stop.wait(0.05)
+
+
+@pytest.mark.slow
+def test_local_attackers_on_several_addresses_do_not_lock_out_normal_senders(receiver: Any) -> None:
+    r = receiver()  # defaults: 64 connections, 32 per address, a 64 MiB body budget, 30 s deadline
+    headers = b"POST /audit HTTP/1.1\r\nHost: x\r\n"  # the request line, then silence
+    stalled = (  # a large body declared, 2.5 MiB of it sent at once, then silence
+        b"POST /audit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 16000000\r\n\r\n" + b" " * (5 << 19)
+    )
+    stop = threading.Event()
+    attackers = [
+        threading.Thread(target=_stall_after, args=(r.url, source, head, stop), daemon=True)
+        for source, head, count in [
+            ("127.0.0.2", headers, 32),
+            ("127.0.0.3", headers, 32),
+            ("127.0.0.4", stalled, 12),
+            ("127.0.0.5", stalled, 12),
+        ]
+        for _ in range(count)
+    ]
+    for thread in attackers:
+        thread.start()
+    try:
+        time.sleep(3.0)
+        failures, worst = 0, 0.0
+        for _ in range(20):
+            started = time.monotonic()
+            try:
+                ok = httpx.post(r.post_url, json=batch(item()), timeout=10).status_code == 200
+            except httpx.TransportError:
+                ok = False
+            failures += not ok
+            worst = max(worst, time.monotonic() - started)
+            time.sleep(0.3)
+    finally:
+        stop.set()
+    stats = r.stop()
+    shown = {k: v for k, v in stats.items() if v and k not in ("files", "started_at", "out_dir")}
+    assert failures <= 2, f"{failures} {shown}"
+    assert worst < 5.0 and stats["evicted_connections"] > 0 and stats["timeouts"] > 0
 
 
 def test_a_sender_over_its_share_of_the_body_budget_gets_503(receiver: Any) -> None:
@@ -321,3 +380,39 @@ def test_reject_reasons_are_short_and_never_show_an_objects_inside(receiver: Any
     reasons = [json.loads(line)["reason"] for line in text.splitlines()]
     assert reasons[0] == "not-an-event: kind is a JSON object, expected 'Event'"
     assert all(len(reason) < 200 for reason in reasons)
+
+
+def test_line_breaks_inside_a_value_cannot_split_a_stored_event(receiver: Any, tmp_path: Path) -> None:
+    r = receiver()
+    forged = json.dumps(item(auditID="forged-1", verb="delete"))
+    body = json.dumps(
+        batch(item(auditID="real-1", annotations={"a": ["PLACEHOLDER"]}), item(auditID="real-2"))
+    )
+    body = body.replace('"PLACEHOLDER"', "\n" + forged + "\r\n")  # JSON whitespace around a nested value
+    assert httpx.post(r.post_url, content=body, headers=JSON).json()["accepted"] == 2
+    r.stop()
+    ids, summary = cleaned(tmp_path / "out", tmp_path)
+    assert sorted(ids) == ["real-1", "real-2"] and summary.rejected == 0
+
+
+def test_an_event_longer_than_cleans_line_limit_is_not_acknowledged(tmp_path: Path) -> None:
+    r = AuditReceiver(tmp_path / "out", ReceiverSettings(port=0), max_line_bytes=50_000).start()
+    try:
+        body = batch(item(), item(annotations={"a": "x" * 60_000}))
+        answer = httpx.post(r.post_url, json=body).json()
+        assert (answer["accepted"], answer["rejected"]) == (1, 1)
+    finally:
+        r.stop()
+    (reject,) = [json.loads(line) for line in (tmp_path / "out" / REJECTS_NAME).open()]
+    assert reject["reason"].startswith("line-too-long")
+
+
+def test_an_escaped_body_key_in_an_unparsable_item_is_still_redacted(receiver: Any, tmp_path: Path) -> None:
+    r = receiver()
+    good = json.dumps(item())
+    hidden = good[:-1] + ',"x":1e400,"requestOb\\u006aect":{"d\\u0061ta":{"pw":"SUPERSECRET"}}}'
+    body = '{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[' + good + "," + hidden + "]}"
+    answer = httpx.post(r.post_url, content=body, headers=JSON).json()
+    assert (answer["accepted"], answer["rejected"]) == (1, 1)
+    r.stop()
+    assert "SUPERSECRET" not in (tmp_path / "out" / REJECTS_NAME).read_text()

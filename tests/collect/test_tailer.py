@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -38,7 +37,7 @@ def test_growth_partial_lines_rotation_and_truncation(tmp_path: Path) -> None:
     assert tailer.poll() == 2
     # rename rotation (what the API server's lumberjack does), with lines written just before it
     append(log, line(5))
-    os.rename(log, tmp_path / "audit-2024-01-01T00-00-00.000.log")
+    log.rename(tmp_path / "audit-2024-01-01T00-00-00.000.log")
     append(log, line(6))
     assert tailer.poll() == 2 and tailer.counts["rotations"] == 1
     # truncation in place
@@ -61,7 +60,7 @@ def test_restart_resumes_from_saved_offset_even_after_a_rotation(tmp_path: Path)
     sink.close()
     # while no tailer runs: more lines, then a rotation, then lines in the new file
     append(log, line(3) + line(4))
-    os.rename(log, tmp_path / "audit-old.log")
+    log.rename(tmp_path / "audit-old.log")
     append(log, line(5))
     sink = JsonlSink(out, rotate_bytes=10_000)
     second = LogTailer(log, out / "tail-state.json", sink)
@@ -102,7 +101,7 @@ def test_a_crash_while_draining_a_rotated_file_resumes_there(
     assert first.poll() == 2
     old_ident = (log.stat().st_dev, log.stat().st_ino)
     append(log, b"".join(line(n) for n in range(3, 60)))
-    os.rename(log, tmp_path / "audit-rotated.log")
+    log.rename(tmp_path / "audit-rotated.log")
     append(log, line(60))
     writes = 0
     real_write = sink.write_batch
@@ -142,7 +141,7 @@ def test_bodies_are_stripped_by_default_and_kept_on_request(tmp_path: Path) -> N
         tailer = LogTailer(log, out / "tail-state.json", sink, drop_bodies=drop)
         append(log, line(1) + with_body + b"\n" + torn)
         assert tailer.poll() == 2
-        os.rename(log, root / "audit-old.log")  # the torn last line is emitted when its file rotates
+        log.rename(root / "audit-old.log")  # the torn last line is emitted when its file rotates
         append(log, line(2))
         assert tailer.poll() == 2
         sink.close()

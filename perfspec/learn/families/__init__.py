@@ -22,7 +22,10 @@ FAMILIES = ("most_frequent", "ngram", *NEURAL_FAMILIES, "mixture")
 class Scorer(Protocol):
     """What evaluation, the champion rule and the predictor need from a trained model."""
 
-    family: str
+    @property
+    def family(self) -> str:
+        """The family's name (one of ``FAMILIES``); a class constant in every implementation."""
+        ...
 
     @property
     def window(self) -> int: ...

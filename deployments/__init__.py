@@ -1,0 +1,1 @@
+"""Deployment definitions of the perfspec flows (prefect.yaml, serve) and test-cluster configs."""
