@@ -185,28 +185,25 @@ class PrefectSettings(_Section):
     startup_timeout_seconds: int = Field(60, gt=0, description="ephemeral Prefect server cold start")
 
 
-class CollectSettings(_Section):
-    """Helm campaigns on a test cluster."""
+class CampaignSettings(_Section):
+    """How a Helm campaign runs: what a campaign spec records (``collect.spec.CampaignSpec`` adds its
+    charts) and what ``CollectSettings`` sets by default."""
 
-    helm: str = "helm"
-    kubeconfig: Path | None = None
-    install_timeout_seconds: int = Field(45, gt=0)
-    pause_after_install_seconds: float = Field(10.0, ge=0)
-    pause_after_uninstall_seconds: float = Field(6.0, ge=0)
-    install_retries: int = Field(0, ge=0)
-    repetitions: int = Field(1, ge=1)
-    shuffle_seed: int | None = None
-    uninstall_timeout_seconds: int = Field(120, gt=0)
-    retry_delay_seconds: float = Field(5.0, ge=0, description="pause before retrying a failed install")
-    helm_grace_seconds: float = Field(
-        60.0, ge=0, description="extra wall time a helm call gets beyond its --timeout before it is killed"
-    )
     mode: Literal["batch", "pairwise"] = Field(
         "batch",
         description="batch: install every chart, then uninstall each (the paper); pairwise: one by one",
     )
-    skip: tuple[str, ...] = Field((), description="chart names (or repo/name) left out of the campaign")
-    limit: int | None = Field(None, gt=0, description="only the first N charts (after skip and shuffle)")
+    shuffle_seed: int | None = None
+    repetitions: int = Field(1, ge=1)
+    install_timeout_seconds: int = Field(45, gt=0)
+    uninstall_timeout_seconds: int = Field(120, gt=0)
+    pause_after_install_seconds: float = Field(10.0, ge=0)
+    pause_after_uninstall_seconds: float = Field(6.0, ge=0)
+    install_retries: int = Field(0, ge=0)
+    retry_delay_seconds: float = Field(5.0, ge=0, description="pause before retrying a failed install")
+    helm_grace_seconds: float = Field(
+        60.0, ge=0, description="extra wall time a helm call gets beyond its --timeout before it is killed"
+    )
     namespace_prefix: str = Field("ps", pattern=r"^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$")
     wait: bool = Field(False, description="helm --wait (the paper did not wait)")
     delete_leftover_namespaces: bool = Field(
@@ -215,6 +212,15 @@ class CollectSettings(_Section):
     delete_namespaces_after_uninstall: bool = Field(
         False, description="delete each release namespace after its uninstall (adds events the paper lacks)"
     )
+
+
+class CollectSettings(CampaignSettings):
+    """Helm campaigns on a test cluster: the campaign defaults, plus where helm and the cluster are."""
+
+    helm: str = "helm"
+    kubeconfig: Path | None = None
+    skip: tuple[str, ...] = Field((), description="chart names (or repo/name) left out of the campaign")
+    limit: int | None = Field(None, gt=0, description="only the first N charts (after skip and shuffle)")
     cluster_request_timeout_seconds: float = Field(10.0, gt=0)
 
 

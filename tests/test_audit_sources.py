@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from perfspec.audit.pass1 import hash_audit_ids
+from perfspec.audit.parts import hash_audit_ids
 from perfspec.audit.readers import iter_documents
 from perfspec.audit.sources import expand_sources, open_source
 from perfspec.errors import InputError

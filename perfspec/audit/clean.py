@@ -1,6 +1,6 @@
 """Raw audit logs -> ``events.parquet`` + ``rejects.jsonl`` + ``summary.json`` (``perfspec clean``).
 
-Two passes. Pass 1 (``pass1.Collector``) streams each file into Arrow IPC "parts" in log order, leaving
+Two passes. Pass 1 (``pass1.PartReader``) streams each file into Arrow IPC "parts" in log order, leaving
 per row only a 64-bit audit-ID hash and a stage rank; a large uncompressed JSON-lines file is split at
 line boundaries and its halves parsed by worker subprocesses (``worker.py``) in parallel. Then one sort
 of the hashes picks, for each request logged at several stages, the row of its latest stage; pass 2
@@ -32,7 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from perfspec.audit.pass1 import PARQUET_OPTIONS, Collector, FileCounts, PartResult
+from perfspec.audit.parts import PARQUET_OPTIONS, PartResult
+from perfspec.audit.pass1 import FileCounts, PartReader
 from perfspec.audit.rejects import RejectWriter
 from perfspec.audit.schema import EVENTS_SCHEMA
 from perfspec.audit.sources import OUTPUT_FILES, OpenedSource, expand_sources, line_start_after, open_source
@@ -154,7 +155,7 @@ def _pass_one(
 ) -> list[PartResult]:
     """Every file into parts, in order; consecutive files read in-process share one part."""
     parts: list[PartResult] = []
-    collector: Collector | None = None
+    collector: PartReader | None = None
     for path, explicit in files:
         try:
             source = open_source(path)
@@ -177,7 +178,7 @@ def _pass_one(
                     advance(source.size)
             else:
                 if collector is None:
-                    collector = Collector(work_dir / f"part-{len(parts):04d}.arrow", settings, rejects)
+                    collector = PartReader(work_dir / f"part-{len(parts):04d}.arrow", settings, rejects)
                 counts = collector.read_source(source)
         summary.files.append(counts)
     if collector is not None:

@@ -1,33 +1,28 @@
-"""Pass 1 of the cleaner: lines -> event rows -> Arrow record batches -> an Arrow IPC part file.
+"""Pass 1 of the cleaner, reading: lines, documents and CSV rows -> event rows (-> ``parts``).
 
 Why it looks the way it does: this is the hot loop. A block of JSON lines is decoded on the typed
 fast path (``fastpath``: msgspec picks the metadata fields in C, nothing else is built); a line it
 does not take is parsed with orjson and picked by ``readers.event_row`` (one tuple per event), which
-decides every reject. Every ``batch_rows`` events are transposed at once into Arrow arrays
-(timestamps parsed by Arrow, vectorised) and written as one record batch (one row group of the final
-Parquet file). For merging stages later, each row leaves only a 64-bit hash of its audit ID and its
-stage rank (9 bytes).
+decides every reject. Every ``batch_rows`` events go to ``parts.PartWriter`` at once (transposed into
+Arrow arrays, timestamps parsed by Arrow, vectorised).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from perfspec.audit.accept import accept_rows, as_row
 from perfspec.audit.fastpath import (
     EVENT_DECODER,
     Event,
     may_hold_huge_number,
     release_scratch,
 )
+from perfspec.audit.parts import PartResult, PartWriter
 from perfspec.audit.readers import (
     BadDocument,
     NotAnEvent,
@@ -38,34 +33,8 @@ from perfspec.audit.readers import (
     iter_documents,
 )
 from perfspec.audit.rejects import RejectWriter
-from perfspec.audit.schema import (
-    EVENT_COLUMNS,
-    EVENTS_SCHEMA,
-    MAX_AUDIT_ID_CHARS,
-    STAGE_RANK,
-)
 from perfspec.audit.sources import STREAM_ERRORS, LineTooLong, OpenedSource, StreamBroken, TrailingGarbage
 from perfspec.settings import CleanSettings
-
-#: Dictionary encoding only where values repeat (measured: faster and smaller than on every column).
-DICTIONARY_COLUMNS = [
-    "stage", "verb", "username", "user_agent", "source_ip", "namespace", "resource", "subresource",
-    "api_group", "api_version", "response_code", "level", "source_file",
-]  # fmt: skip
-PARQUET_OPTIONS: dict[str, Any] = {
-    "compression": "zstd",
-    "use_dictionary": DICTIONARY_COLUMNS,
-    "write_statistics": True,
-}
-#: Pass-1 parts are Arrow IPC files (zstd buffers): ~3x cheaper to write and read back than Parquet,
-#: and pass 2 writes ``events.parquet`` from them in every case (so Parquet is encoded once).
-PART_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
-
-_STAGES = pa.array(list(STAGE_RANK))
-# Fixed odd 64-bit weights: the audit-ID hash is the same in every run, process and machine.
-_HASH_WEIGHTS = np.random.default_rng(0x9E3779B9).integers(
-    1, 2**63, size=MAX_AUDIT_ID_CHARS * 4 // 8 + 1, dtype=np.uint64
-) | np.uint64(1)
 
 
 @dataclass
@@ -83,41 +52,21 @@ class FileCounts:
     error: str | None = None
 
 
-@dataclass
-class PartResult:
-    """A finished pass-1 part: its Arrow IPC file (None if empty), rows, hash/rank arrays, time range."""
-
-    path: Path | None
-    rows: int
-    hashes: np.ndarray
-    ranks: np.ndarray
-    min_ts_us: int | None
-    max_ts_us: int | None
-    line_offset: int = 0
-    file_rows: list[int] = field(default_factory=list)
-
-
-class Collector:
-    """Pass 1 for one part: readable events into an Arrow IPC file in log order, plus hash/rank arrays.
+class PartReader:
+    """Pass 1 for one part: the events of the files it reads, as rows for its ``PartWriter`` (every
+    ``batch_rows``), and a reject for every record that is not one.
 
     Line numbers are those of the lines it is given (a parallel worker's are relative to its range).
     """
 
     def __init__(self, path: Path, settings: CleanSettings, rejects: RejectWriter) -> None:
-        self.path = path
         self.settings = settings
         self.rejects = rejects
-        self.writer: pa.ipc.RecordBatchFileWriter | None = None
-        self.hashes: list[np.ndarray] = []
-        self.ranks: list[np.ndarray] = []
-        self.file_rows: list[int] = []  # valid rows per file, in file order
+        self.part = PartWriter(path)
         self.rows: list[Row | Event] = []  # tuples, or fast-path Events when ``tuples`` is False
         self.tuples = False  # some of ``rows`` may be tuples (the slow paths append them)
         self.lines: list[int] = []
-        self.min_ts: Any = None
-        self.max_ts: Any = None
         self.rejected_by_file: list[int] = []
-        self.rows_written = 0
         self._pending_read = 0
 
     # -- reading -------------------------------------------------------------------------------------
@@ -148,7 +97,7 @@ class Collector:
 
     def begin_file(self) -> None:
         """Start counting rows for the next file (rows of one file are contiguous in a part)."""
-        self.file_rows.append(0)
+        self.part.begin_file()
 
     def _reject(self, file: str, line: int, reason: str, raw: Any, detail: str) -> None:
         self.rejects.add(file, line, reason, raw, detail)
@@ -305,57 +254,18 @@ class Collector:
 
     # -- writing -------------------------------------------------------------------------------------
     def _flush(self, file: str) -> None:
-        """Turn the buffered rows into a record batch (a row group of the final file); hashes/ranks."""
+        """Hand the buffered rows to the part writer; record the rows the acceptance rule refused."""
         if not self.rows:
             return
-        rows, lines = self.rows, self.lines
-        accepted = accept_rows(rows, mixed=self.tuples)
-        self.rows = []
-        self.lines = []
-        self.tuples = False
-        for index, reason, detail in accepted.refused:
-            row = dict(zip(EVENT_COLUMNS, as_row(rows[index]), strict=True))
-            self._reject(file, lines[index], reason, row, detail)
-        arrays = accepted.arrays
-        if arrays is None:
-            return
-        if accepted.refused:
-            lines = [lines[index] for index in accepted.kept]
-        count = len(lines)
-        received = arrays[EVENT_COLUMNS.index("request_received_at")]
-        arrays.append(pa.array([file] * count, pa.string()))
-        arrays.append(pa.array(lines, pa.int64()))
-        batch = pa.RecordBatch.from_arrays(arrays, schema=EVENTS_SCHEMA)
-        if self.writer is None:
-            self.writer = pa.ipc.new_file(self.path, EVENTS_SCHEMA, options=PART_OPTIONS)
-        self.writer.write_batch(batch)
-        self.hashes.append(hash_audit_ids(batch.column(0)))
-        self.ranks.append(pc.index_in(batch.column(1), value_set=_STAGES).to_numpy().astype(np.int8))
-        self.file_rows[-1] += count
-        self.rows_written += count
-        low, high = pc.min_max(received).values()
-        if low.is_valid:
-            self.min_ts = low if self.min_ts is None or low.value < self.min_ts.value else self.min_ts
-            self.max_ts = high if self.max_ts is None or high.value > self.max_ts.value else self.max_ts
+        rows, lines, mixed = self.rows, self.lines, self.tuples
+        self.rows, self.lines, self.tuples = [], [], False
+        for line, reason, detail, row in self.part.write(file, rows, lines, mixed):
+            self._reject(file, line, reason, row, detail)
 
     def close(self) -> PartResult:
         """Finish the part file; what pass 2 needs to know about it."""
         release_scratch()
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-        hashes = np.concatenate(self.hashes) if self.hashes else np.empty(0, np.uint64)
-        ranks = np.concatenate(self.ranks) if self.ranks else np.empty(0, np.int8)
-        self.hashes, self.ranks = [], []
-        return PartResult(
-            self.path if self.rows_written else None,
-            self.rows_written,
-            hashes,
-            ranks,
-            self.min_ts.value if self.min_ts is not None else None,
-            self.max_ts.value if self.max_ts is not None else None,
-            file_rows=list(self.file_rows),
-        )
+        return self.part.close()
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -367,40 +277,3 @@ def _is_utf8(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-def hash_audit_ids(ids: pa.Array) -> np.ndarray:
-    """64-bit hashes of an Arrow string array of audit IDs, vectorised (no Python per row).
-
-    The UTF-8 bytes of each ID, zero-padded to whole 64-bit words, are combined with fixed random
-    odd weights (a linear form, so the padding width does not matter), mixed with the length and
-    finalised with splitmix64. Equal IDs always hash equal; distinct IDs collide with probability
-    about 2**-64 per pair.
-    """
-    count = len(ids)
-    if count == 0:
-        return np.empty(0, np.uint64)
-    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
-    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int32, count=count + 1, offset=ids.offset * 4)
-    data = np.frombuffer(ids.buffers()[2], dtype=np.uint8)
-    lengths = np.diff(offsets)
-    width = (int(lengths.max()) + 7) // 8 * 8
-    starts = offsets[:-1]
-    first = int(lengths[0])
-    if (lengths == first).all():  # the usual case: every ID the same length (UUIDs): a plain reshape
-        matrix = data[starts[0] : starts[0] + count * first].reshape(count, first)
-        if first < width:
-            matrix = np.concatenate([matrix, np.zeros((count, width - first), np.uint8)], axis=1)
-    else:
-        columns = np.arange(width)
-        index = np.minimum(starts[:, None] + columns[None, :], max(len(data) - 1, 0))
-        matrix = np.where(columns[None, :] < lengths[:, None], data[index], 0).astype(np.uint8)
-    words = np.ascontiguousarray(matrix).view("<u8")
-    hashed = words @ _HASH_WEIGHTS[: words.shape[1]]
-    hashed ^= lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-    hashed ^= hashed >> np.uint64(30)
-    hashed *= np.uint64(0xBF58476D1CE4E5B9)
-    hashed ^= hashed >> np.uint64(27)
-    hashed *= np.uint64(0x94D049BB133111EB)
-    hashed ^= hashed >> np.uint64(31)
-    return hashed

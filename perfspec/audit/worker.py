@@ -54,7 +54,7 @@ def run(request: dict) -> None:
     skip_pandas_probe()
     import numpy as np
 
-    from perfspec.audit.pass1 import Collector, FileCounts
+    from perfspec.audit.pass1 import FileCounts, PartReader
     from perfspec.audit.rejects import RejectWriter
     from perfspec.audit.sources import range_blocks, split_lines
     from perfspec.fileio import write_json_atomic
@@ -67,7 +67,7 @@ def run(request: dict) -> None:
     counts = FileCounts(request["display"], "jsonl", "none")
     with open(out / "rejects.jsonl", "wb") as handle:
         rejects = RejectWriter(handle, settings.reject_raw_max_chars)
-        collector = Collector(out / "part.arrow", settings, rejects)
+        collector = PartReader(out / "part.arrow", settings, rejects)
         collector.begin_file()
         blocks = _counting(range_blocks(Path(request["path"]), request["start"], request["end"]), newlines)
         collector.read_jsonl_lines(split_lines(blocks, settings.max_line_bytes), request["display"], counts)

@@ -13,13 +13,13 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from perfspec.errors import InputError
-from perfspec.settings import CollectSettings
+from perfspec.settings import CampaignSettings, CollectSettings
 
 _REPO_NAME_RE = re.compile(r"[^a-z0-9-]+")
 
@@ -44,30 +44,15 @@ class ChartRef(BaseModel):
         return bool(self.repo) and "://" not in str(self.repo)
 
 
-class CampaignSpec(BaseModel):
-    """Everything a campaign needs, resolved from the charts file + CollectSettings + overrides."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class CampaignSpec(CampaignSettings):
+    """Everything a campaign needs, resolved from the charts file + CollectSettings + overrides: the
+    campaign fields (``settings.CampaignSettings``, one definition) plus the charts."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     source: str
     source_sha256: str
     charts: tuple[ChartRef, ...]
     skipped: tuple[str, ...] = ()
-    mode: Literal["batch", "pairwise"] = "batch"
-    shuffle_seed: int | None = None
-    repetitions: int = Field(1, ge=1)
-    install_timeout_seconds: int = Field(45, gt=0)
-    uninstall_timeout_seconds: int = Field(120, gt=0)
-    pause_after_install_seconds: float = Field(10.0, ge=0)
-    pause_after_uninstall_seconds: float = Field(6.0, ge=0)
-    install_retries: int = Field(0, ge=0)
-    retry_delay_seconds: float = Field(5.0, ge=0)
-    helm_grace_seconds: float = Field(60.0, ge=0)
-    namespace_prefix: str = "ps"
-    wait: bool = False
-    delete_leftover_namespaces: bool = True
-    delete_namespaces_after_uninstall: bool = False
 
     def fingerprint(self) -> str:
         """Hash of what decides the plan (charts, order, names); a resumed campaign must have the same
@@ -190,20 +175,7 @@ def load_campaign(path: Path, settings: CollectSettings, **overrides: Any) -> Ca
             source_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
             charts=tuple(kept),
             skipped=tuple(sorted(skip)),
-            mode=merged["mode"],
-            shuffle_seed=merged["shuffle_seed"],
-            repetitions=merged["repetitions"],
-            install_timeout_seconds=merged["install_timeout_seconds"],
-            uninstall_timeout_seconds=merged["uninstall_timeout_seconds"],
-            pause_after_install_seconds=merged["pause_after_install_seconds"],
-            pause_after_uninstall_seconds=merged["pause_after_uninstall_seconds"],
-            install_retries=merged["install_retries"],
-            retry_delay_seconds=merged["retry_delay_seconds"],
-            helm_grace_seconds=merged["helm_grace_seconds"],
-            namespace_prefix=merged["namespace_prefix"],
-            wait=merged["wait"],
-            delete_leftover_namespaces=merged["delete_leftover_namespaces"],
-            delete_namespaces_after_uninstall=merged["delete_namespaces_after_uninstall"],
+            **{field: merged[field] for field in CampaignSettings.model_fields},
         )
     except ValidationError as error:
         first = error.errors()[0]

@@ -106,6 +106,109 @@ def read_state(out_dir: Path) -> dict[str, Any] | None:
         return None  # a torn state file cannot happen with atomic writes; treat it as absent anyway
 
 
+@dataclass
+class _Progress:
+    """Where a training stands: epochs done, history, early stopping, and the best epoch's weights."""
+
+    settings: TrainSettings
+    start: int = 0  # epochs done when this process began (a resume starts past them)
+    history: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in HISTORY_KEYS})
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    wait: int = 0
+    stopped_early: bool = False
+    best_saved: int = 0  # the epoch best.keras holds
+    best_weights: list[Any] | None = None  # weights of best_epoch until they are saved
+    checkpoint_epoch: int = 0
+    epochs_run: int = 0
+    fit_seconds: float = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.stopped_early or self.start >= self.settings.epochs
+
+    def record(self, epoch: int, logs: dict[str, float], weights: Callable[[], list[Any]]) -> None:
+        """One epoch's results; the weights are taken only when the epoch is the best so far."""
+        for k in HISTORY_KEYS:
+            self.history[k].append(logs[k])
+        if logs["val_loss"] < self.best_val_loss:
+            self.best_epoch, self.best_val_loss, self.wait = epoch, logs["val_loss"], 0
+            self.best_weights = weights()  # saved as best.keras at the next checkpoint
+        else:
+            self.wait += 1
+        self.stopped_early = self.wait >= self.settings.patience
+
+
+def _resume(out_dir: Path, state: dict[str, Any] | None, settings: TrainSettings) -> _Progress:
+    """The progress a checkpoint left (nothing when there is none); early stopping from its history
+    (patience may have changed since)."""
+    progress = _Progress(settings)
+    if state is None or state.get("epochs_done", 0) <= 0 or not (out_dir / state["checkpoint"]).is_file():
+        return progress
+    start = int(state["epochs_done"])
+    progress.start = progress.checkpoint_epoch = start
+    progress.history = {k: list(state["history"][k][:start]) for k in HISTORY_KEYS}
+    best_epoch, best_val_loss = _best_of(progress.history["val_loss"])
+    best_epoch, best_val_loss = _restore_best(out_dir, state, progress.history, best_epoch, best_val_loss)
+    progress.best_epoch, progress.best_val_loss, progress.best_saved = best_epoch, best_val_loss, best_epoch
+    progress.wait = start - best_epoch
+    progress.stopped_early = progress.wait >= settings.patience
+    return progress
+
+
+def _checkpoint(model: Any, out_dir: Path, epoch: int, progress: _Progress, key: dict[str, Any]) -> None:
+    """Save the epoch, best.keras if the best epoch changed, then the state that points at them (in
+    that order: a crash between leaves the previous state valid)."""
+    _save_model(model, checkpoint_path(out_dir, epoch), epoch)
+    if progress.best_saved != progress.best_epoch:
+        if progress.best_epoch == epoch:
+            _copy_atomic(checkpoint_path(out_dir, epoch), best_path(out_dir))
+        elif progress.best_weights is None:  # kept when best_epoch improved, dropped only once saved
+            raise RuntimeError(f"the weights of the best epoch ({progress.best_epoch}) were not kept")
+        else:
+            _save_weights(model, progress.best_weights, best_path(out_dir), progress.best_epoch)
+        progress.best_saved, progress.best_weights = progress.best_epoch, None
+    progress.checkpoint_epoch = epoch
+    _write_state(
+        out_dir,
+        key,
+        epoch,
+        progress.history,
+        progress.best_epoch,
+        progress.best_val_loss,
+        progress.stopped_early,
+    )
+    _prune_checkpoints(out_dir, progress.settings.keep_checkpoints)
+
+
+def _finish(out_dir: Path, dataset: Dataset, progress: _Progress, windows: int) -> TrainResult:
+    """model.keras (the best epoch), vocab.json, predictor.npz, history.json; the result."""
+    # the bundle of the previous model.keras must never sit beside a new one (a crash in between would
+    # pair them): remove it first, write it again from the new model.keras after
+    (out_dir / BUNDLE_NAME).unlink(missing_ok=True)
+    _copy_atomic(best_path(out_dir), out_dir / "model.keras")
+    dataset.vocab.save(out_dir / "vocab.json")
+    _write_bundle(out_dir, dataset.vocab)
+    history = progress.history
+    write_json_atomic(
+        out_dir / "history.json",
+        {"epochs": len(history["loss"]), "best_epoch": progress.best_epoch, **history},
+    )
+    seconds = progress.fit_seconds
+    return _result(
+        out_dir,
+        history,
+        progress.best_epoch,
+        progress.best_val_loss,
+        progress.checkpoint_epoch,
+        progress.start,
+        progress.stopped_early,
+        progress.epochs_run,
+        seconds,
+        progress.epochs_run * windows / seconds if seconds else 0.0,
+    )
+
+
 def train(
     dataset: Dataset,
     settings: TrainSettings,
@@ -122,6 +225,8 @@ def train(
     import keras
     import tensorflow as tf
 
+    from perfspec.learn.network import build_model
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     key = resume_key(dataset, settings)
@@ -131,47 +236,26 @@ def train(
             f"{out_dir} holds a training of another dataset or with other model settings",
             hint="use another --out directory, or delete this one to start over",
         )
-
     keras.utils.set_random_seed(settings.seed)
     tf.config.experimental.enable_op_determinism()
-
-    history: dict[str, list[float]]
-    start, model, history = 0, None, {k: [] for k in HISTORY_KEYS}
-    best_epoch, best_val_loss, wait, stopped_early = 0, math.inf, 0, False
-    best_saved, best_weights = 0, None  # epoch held by best.keras; weights of best_epoch until saved
-    if state is not None and state.get("epochs_done", 0) > 0:
-        ckpt = out_dir / state["checkpoint"]
-        if ckpt.is_file():
-            start = int(state["epochs_done"])
-            history = {k: list(state["history"][k][:start]) for k in HISTORY_KEYS}
-            # early-stopping state as of the checkpoint, from its history (patience may have changed)
-            best_epoch, best_val_loss = _best_of(history["val_loss"])
-            best_epoch, best_val_loss = _restore_best(out_dir, state, history, best_epoch, best_val_loss)
-            best_saved = best_epoch
-            wait = start - best_epoch
-            stopped_early = wait >= settings.patience
-            model_file = out_dir / "model.keras"
-            if (stopped_early or start >= settings.epochs) and model_file.is_file():
-                if not (out_dir / BUNDLE_NAME).is_file():  # finished by older code: add the bundle
-                    _write_bundle(out_dir, dataset.vocab)
-                return _result(out_dir, history, best_epoch, best_val_loss, start, start, stopped_early)
-            model = load_network(ckpt, compile=True)
-    from perfspec.learn.network import build_model
-
+    progress = _resume(out_dir, state, settings)
+    if progress.start and progress.finished and (out_dir / "model.keras").is_file():
+        if not (out_dir / BUNDLE_NAME).is_file():  # finished by older code: add the bundle
+            _write_bundle(out_dir, dataset.vocab)
+        p = progress
+        return _result(out_dir, p.history, p.best_epoch, p.best_val_loss, p.start, p.start, p.stopped_early)
     x, y = dataset.windows("train")
-    if model is None:
+    if progress.start and state is not None:
+        model = load_network(out_dir / state["checkpoint"], compile=True)
+    else:
         steps = math.ceil(len(y) / settings.batch_size)
         model = build_model(len(dataset.vocab), dataset.window, settings, steps_per_epoch=steps)
-
     validation = dataset.windows("val")
-    rng_seed = settings.seed
-    fit_seconds, epochs_run, epoch = 0.0, 0, start
-    checkpoint_epoch = start
-    for epoch in range(start + 1, settings.epochs + 1):
-        if stopped_early:
+    for epoch in range(progress.start + 1, settings.epochs + 1):
+        if progress.stopped_early:
             break
-        order = np.random.default_rng([rng_seed, epoch]).permutation(len(y))
-        _seed_dropout(model, rng_seed, epoch)
+        order = np.random.default_rng([settings.seed, epoch]).permutation(len(y))
+        _seed_dropout(model, settings.seed, epoch)
         began = time.perf_counter()
         fitted = model.fit(
             x[order],
@@ -182,56 +266,15 @@ def train(
             validation_data=validation,
             verbose=0,
         )
-        fit_seconds += time.perf_counter() - began
-        epochs_run += 1
+        progress.fit_seconds += time.perf_counter() - began
+        progress.epochs_run += 1
         logs = {k: float(fitted.history[k][-1]) for k in HISTORY_KEYS}
-        for k in HISTORY_KEYS:
-            history[k].append(logs[k])
-        if logs["val_loss"] < best_val_loss:
-            best_epoch, best_val_loss, wait = epoch, logs["val_loss"], 0
-            best_weights = model.get_weights()  # saved as best.keras at the next checkpoint
-        else:
-            wait += 1
-        stopped_early = wait >= settings.patience
-        if epoch % settings.checkpoint_every == 0 or stopped_early or epoch == settings.epochs:
-            # order: checkpoint, best.keras, then the state that points at them
-            _save_model(model, checkpoint_path(out_dir, epoch), epoch)
-            if best_saved != best_epoch:
-                if best_epoch == epoch:
-                    _copy_atomic(checkpoint_path(out_dir, epoch), best_path(out_dir))
-                elif best_weights is None:  # kept when best_epoch improved, dropped only once saved
-                    raise RuntimeError(f"the weights of the best epoch ({best_epoch}) were not kept")
-                else:
-                    _save_weights(model, best_weights, best_path(out_dir), best_epoch)
-                best_saved, best_weights = best_epoch, None
-            checkpoint_epoch = epoch
-            _write_state(out_dir, key, checkpoint_epoch, history, best_epoch, best_val_loss, stopped_early)
-            _prune_checkpoints(out_dir, settings.keep_checkpoints)
+        progress.record(epoch, logs, model.get_weights)
+        if epoch % settings.checkpoint_every == 0 or progress.stopped_early or epoch == settings.epochs:
+            _checkpoint(model, out_dir, epoch, progress, key)
         if on_epoch_end is not None:
             on_epoch_end(epoch, logs)
-
-    # the bundle of the previous model.keras must never sit beside a new one (a crash in between would
-    # pair them): remove it first, write it again from the new model.keras after
-    (out_dir / BUNDLE_NAME).unlink(missing_ok=True)
-    _copy_atomic(best_path(out_dir), out_dir / "model.keras")
-    dataset.vocab.save(out_dir / "vocab.json")
-    _write_bundle(out_dir, dataset.vocab)
-    write_json_atomic(
-        out_dir / "history.json", {"epochs": len(history["loss"]), "best_epoch": best_epoch, **history}
-    )
-    rate = epochs_run * len(y) / fit_seconds if fit_seconds else 0.0
-    return _result(
-        out_dir,
-        history,
-        best_epoch,
-        best_val_loss,
-        checkpoint_epoch,
-        start,
-        stopped_early,
-        epochs_run,
-        fit_seconds,
-        rate,
-    )
+    return _finish(out_dir, dataset, progress, len(y))
 
 
 def _result(

@@ -25,28 +25,15 @@ from perfspec.collect.receiver import REJECTS_NAME, AuditReceiver
 from perfspec.collect.sink import JsonlSink
 from perfspec.settings import CleanSettings, ReceiverSettings
 from tests.collect.conftest import REPO_ROOT, read_jsonl
+from tests.test_clean import event
 
 JSON = {"Content-Type": "application/json"}
 
 
 def item(**extra: Any) -> dict[str, Any]:
     """A Metadata-level audit event as the webhook sends it (no kind/apiVersion inside an EventList)."""
-    value = {
-        "level": "Metadata",
-        "auditID": str(uuid.uuid4()),
-        "stage": "ResponseComplete",
-        "requestURI": "/api/v1/namespaces/ns/configmaps",
-        "verb": "create",
-        "user": {"username": "kubernetes-admin", "groups": ["system:masters"]},
-        "sourceIPs": ["172.18.0.1"],
-        "userAgent": "helm/v3.15",
-        "objectRef": {"resource": "configmaps", "namespace": "ns", "name": "c", "apiVersion": "v1"},
-        "responseStatus": {"metadata": {}, "code": 201},
-        "requestReceivedTimestamp": "2024-05-01T10:00:00.123456Z",
-        "stageTimestamp": "2024-05-01T10:00:00.223456Z",
-    }
-    value.update(extra)
-    return value
+    value = event(str(uuid.uuid4()), **extra)
+    return {k: v for k, v in value.items() if k not in ("kind", "apiVersion")}
 
 
 def batch(*items: dict[str, Any]) -> dict[str, Any]:
