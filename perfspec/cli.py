@@ -35,9 +35,9 @@ def _root() -> None:
 
 
 def _register_commands() -> None:
-    from perfspec.commands import collect, data, learn, orchestrate
+    from perfspec.commands import collect, data, learn, live, orchestrate
 
-    for module in (data, learn, orchestrate, collect):
+    for module in (data, learn, live, orchestrate, collect):
         module.register(app)
 
 

@@ -32,8 +32,8 @@ JSON = {"Content-Type": "application/json"}
 
 def item(**extra: Any) -> dict[str, Any]:
     """A Metadata-level audit event as the webhook sends it (no kind/apiVersion inside an EventList)."""
-    value = event(str(uuid.uuid4()), **extra)
-    return {k: v for k, v in value.items() if k not in ("kind", "apiVersion")}
+    value = {k: v for k, v in event(str(uuid.uuid4())).items() if k not in ("kind", "apiVersion")}
+    return {**value, **extra}
 
 
 def batch(*items: dict[str, Any]) -> dict[str, Any]:
