@@ -157,8 +157,10 @@ def print_outcome(metrics, run_dir: Path, run_id, decision, settings) -> None:
         title=f"Chronological hold-out ({metrics['counts']['test']} windows) and blocked CV "
         f"({metrics['cv_folds']} folds)"
     )
+    from perfspec.learn.scoring import KS
+
     table.add_column("model")
-    for k in (1, 3, 5, 10, 20):
+    for k in KS:
         table.add_column(f"top-{k}", justify="right")
     table.add_column(f"CV {target}", justify="right")
     table.add_column(f"vs n-gram (paired CV {target})", justify="right")
@@ -174,7 +176,7 @@ def print_outcome(metrics, run_dir: Path, run_id, decision, settings) -> None:
             label += f" (order {metrics['models']['ngram']['order']})"
         table.add_row(
             label,
-            *(f"{row[f'top{k}']:.4f}" for k in (1, 3, 5, 10, 20)),
+            *(f"{row[f'top{k}']:.4f}" for k in KS),
             f"{cv['mean']:.4f} ± {cv['std']:.4f}" if cv else "-",
             f"{paired['mean']:+.4f} ± {paired['se']:.4f}" if paired and paired.get("se") is not None else "-",
         )

@@ -25,9 +25,11 @@ from typing import Any
 import numpy as np
 
 from perfspec.learn.predict import Predictor
+from perfspec.learn.scoring import KS
 
-#: The ranks scored for every prediction (hit@k); the engine keeps this many candidates.
-HIT_KS = (1, 3, 5, 10)
+#: The ranks scored for every prediction (hit@k, the offline top-k up to 10); the engine keeps
+#: this many candidates.
+HIT_KS = tuple(k for k in KS if k <= 10)
 GLOBAL = "global"
 
 
