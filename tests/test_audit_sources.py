@@ -40,27 +40,21 @@ def test_compression_is_sniffed_not_taken_from_the_name(tmp_path: Path, opener, 
     assert lines == [EVENT, EVENT]
 
 
-def test_formats_are_detected(tmp_path: Path, shared_data: Path) -> None:
+def test_formats_are_detected(tmp_path: Path) -> None:
     pretty = _write(tmp_path / "pretty.json", b'{\n  "kind": "Event",\n  "auditID": "x"\n}\n')
     listed = _write(tmp_path / "list.json", b'[\n  {"kind": "Event"}\n]\n')
     empty = _write(tmp_path / "empty.log", b"  \n\n")
-    csv_path = shared_data / "kubernetes-event-dataset" / "audit-logs.csv"
+    sample = Path(__file__).resolve().parent.parent / "sample"
     found = {}
-    for path in (
-        pretty,
-        listed,
-        empty,
-        csv_path,
-        shared_data / "audit-samples" / "k8s-audit-pod-exec-file.log",
-    ):
+    for path in (pretty, listed, empty, sample / "audit-logs.csv.gz", sample / "audit2rbac-demo.jsonl"):
         with open_source(path) as source:
             found[path.name] = source.format
     assert found == {
         "pretty.json": "json-document",
         "list.json": "json-document",
         "empty.log": "empty",
-        "audit-logs.csv": "logstash-csv",
-        "k8s-audit-pod-exec-file.log": "jsonl",
+        "audit-logs.csv.gz": "logstash-csv",
+        "audit2rbac-demo.jsonl": "jsonl",
     }
 
 

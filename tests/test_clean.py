@@ -102,8 +102,8 @@ def test_every_real_sample_and_the_seed_csv_load(shared_data: Path, tmp_path: Pa
     assert csv_rows[0]["namespace"] is None and csv_rows[0]["response_code"] == 403  # missing fields null
 
 
-def test_the_csv_merges_watch_stages(shared_data: Path, tmp_path: Path) -> None:
-    csv_path = shared_data / "kubernetes-event-dataset" / "audit-logs.csv"
+def test_the_csv_merges_watch_stages(tmp_path: Path) -> None:
+    csv_path = REPO / "sample" / "audit-logs.csv.gz"  # the seed's Logstash CSV, bundled
     summary = clean_sources([csv_path], tmp_path, CleanSettings())
     # 89 watches appear as ResponseStarted and ResponseComplete (24 of them in the reverse order).
     assert (summary.read, summary.kept, summary.duplicates, summary.rejected) == (16_564, 16_474, 89, 1)
@@ -137,8 +137,8 @@ def test_no_secret_reaches_any_output(shared_data: Path, tmp_path: Path) -> None
     assert all(r["file"] == str(extra) and r["line"] in (2, 3, 4) for r in rejects)
 
 
-def test_runs_are_byte_identical(shared_data: Path, tmp_path: Path) -> None:
-    sources = [shared_data / "kubernetes-event-dataset" / "audit-logs.csv", shared_data / "audit-samples"]
+def test_runs_are_byte_identical(tmp_path: Path) -> None:
+    sources = [REPO / "sample" / "audit-logs.csv.gz", REPO / "sample" / "audit2rbac-demo.jsonl"]
     clean_sources(sources, tmp_path / "a", CleanSettings())
     clean_sources(sources, tmp_path / "b", CleanSettings())
     for name in OUTPUTS:
@@ -327,8 +327,8 @@ def test_a_10mb_line_is_rejected_and_the_rest_kept(tmp_path: Path) -> None:
 # --- the command line -------------------------------------------------------------------------------
 
 
-def test_cli_clean_json_and_exit_codes(shared_data: Path, tmp_path: Path) -> None:
-    sample = shared_data / "audit-samples" / "audit2rbac-demo.log"
+def test_cli_clean_json_and_exit_codes(tmp_path: Path) -> None:
+    sample = REPO / "sample" / "audit2rbac-demo.jsonl"
     done = run_cli("clean", sample, "--out", tmp_path / "ok", "--json")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)

@@ -68,7 +68,10 @@ def receiver(tmp_path: Path) -> Any:
 
 @pytest.mark.slow
 def test_concurrent_batches_every_acknowledged_event_on_disk_exactly_once(
-    receiver: Any, sample_events: list[dict[str, Any]], tmp_path: Path
+    receiver: Any,
+    sample_events: list[dict[str, Any]],
+    tmp_path: Path,
+    shared_data: Path,  # noqa: ARG001 - needs the corpus with both audit API versions
 ) -> None:
     r = receiver(rotate_bytes=40_000, limits={"max_concurrent_requests": 8})  # no 503s here
     bodies = [fresh_ids(b) for _ in range(6) for b in event_lists(sample_events, batch=7)]
@@ -106,7 +109,10 @@ def test_concurrent_batches_every_acknowledged_event_on_disk_exactly_once(
 
 
 def test_bodies_are_dropped_by_default_and_kept_on_request(
-    receiver: Any, sample_events: list[dict[str, Any]], tmp_path: Path
+    receiver: Any,
+    sample_events: list[dict[str, Any]],
+    tmp_path: Path,
+    shared_data: Path,  # noqa: ARG001 - needs the corpus with RequestResponse events
 ) -> None:
     with_bodies = [e for e in sample_events if "requestObject" in e or "responseObject" in e]
     assert with_bodies, "the samples include RequestResponse events"
