@@ -450,3 +450,16 @@ def test_a_sweep_logs_a_parent_run_and_one_child_per_model(tmp_path: Path) -> No
     assert again.run_id == outcome.run_id and again.child_run_ids == outcome.child_run_ids
     assert again.decision.replayed and again.decision.version == "1"
     assert _run_ids(settings) == runs
+
+
+def test_a_replay_names_the_registered_version_behind_an_alias(
+    settings: Settings,
+    registered,  # noqa: ARG001 - needed for its side effect: v1 registered as @champion
+) -> None:
+    from perfspec.learn.predict import Predictor
+    from perfspec.live.replay import _version_of
+
+    Predictor.load("models:/perfspec@champion", tracking_uri=settings.mlflow_tracking_uri)  # sets the store
+    assert _version_of("models:/perfspec@champion", "x") == "models:/perfspec/1"
+    assert _version_of("models:/perfspec@nobody", "fallback") == "fallback"
+    assert _version_of("/some/run", "/some/run/predictor.npz") == "/some/run/predictor.npz"

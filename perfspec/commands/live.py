@@ -52,12 +52,17 @@ def replay_command(
     if as_json:
         typer.echo(json.dumps(report))
         return
-    hit = report["hit_at"]
+    hit, tail = report["hit_at"], report["hit_at_last_tenth"]
     lead = report["lead_time_ms"]
     latency = report["latency_ms"]
     typer.echo(
-        f"replayed {report['actions']:,} actions ({report['events']:,} events) through {model}: "
-        f"hit@1 {hit['1']:.3f}, hit@5 {hit['5']:.3f}, hit@10 {hit['10']:.3f}"
+        f"replayed {report['actions']:,} actions ({report['events']:,} events) through "
+        f"{report['model_versions'][0]}: hit@1 {hit['1']:.3f}, hit@5 {hit['5']:.3f}, hit@10 {hit['10']:.3f}; "
+        f"last tenth of the log hit@5 {tail['5']:.3f} (positions the model trained on inflate the whole-log "
+        "numbers)"
+    )
+    typer.echo(
+        f"in time {report['in_time']:.1%}; in the top 5 and in time {report['precomputed_at']['5']:.1%}"
     )
     typer.echo(
         f"lead time p50 {lead['p50']} ms, p90 {lead['p90']} ms; prediction latency p50 {latency['p50']} ms, "

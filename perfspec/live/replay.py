@@ -123,7 +123,7 @@ def replay(
     report: dict[str, Any] = {
         "events": events,
         **engine.metrics.summary(),
-        "model_versions": [engine.version],
+        "model_versions": [_version_of(model, engine.version)],
         "model": model,
         "speed": "max" if speed is None else speed,
         "top": top,
@@ -134,6 +134,21 @@ def replay(
     _plots(out_dir / "plots", engine.metrics.lead_ms, ranks, report["per_actor"])
     write_json_atomic(out_dir / "replay.json", report)
     return report
+
+
+def _version_of(model: str, source: str) -> str:
+    """What produced the predictions: a registry alias resolved to its version (``models:/perfspec/3``),
+    else the file or URI that was loaded."""
+    name, _, alias = model.removeprefix("models:/").partition("@")
+    if not model.startswith("models:/") or not alias:
+        return source
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:  # the store was set by Predictor.load for this URI
+        return f"models:/{name}/{MlflowClient().get_model_version_by_alias(name, alias).version}"
+    except MlflowException:
+        return source
 
 
 def _hit_at(ranks: np.ndarray) -> dict[str, float]:
