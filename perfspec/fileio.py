@@ -83,3 +83,13 @@ def sha256_files(paths: list[Path]) -> str:
     for path in paths:
         digest.update(sha256_file(path).encode())
     return digest.hexdigest()
+
+
+def ensure_writable_dir(folder: Path) -> None:
+    """Create ``folder`` and write (and fsync) an anonymous file in it, so a folder that cannot take
+    outputs fails now, before long work, rather than at its first write. Raises OSError."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder) as probe:
+        probe.write(b"ok")
+        probe.flush()
+        os.fsync(probe.fileno())

@@ -39,7 +39,7 @@ from perfspec.audit.schema import EVENTS_SCHEMA
 from perfspec.audit.sources import OUTPUT_FILES, OpenedSource, expand_sources, line_start_after, open_source
 from perfspec.audit.worker import EXIT_WRITE_FAILED
 from perfspec.errors import EnvironmentProblem, InputError
-from perfspec.fileio import atomic_open, atomic_path, write_json_atomic
+from perfspec.fileio import atomic_open, atomic_path, ensure_writable_dir, write_json_atomic
 from perfspec.settings import CleanSettings
 
 __all__ = ["CleanSummary", "FileCounts", "clean_sources"]
@@ -124,9 +124,7 @@ def _prepare_out_dir(out_dir: Path) -> None:
             f"the output folder {out_dir} is an existing file", hint="pass --out a folder (made if missing)"
         )
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
+        ensure_writable_dir(out_dir)
     except OSError as exc:
         raise _write_problem(out_dir, exc) from exc
 

@@ -108,18 +108,27 @@ def count_items(array: bytes | msgspec.Raw) -> int:
     return int(np.count_nonzero(~np.isin(data, _JSON_WHITESPACE)) > 2)  # "[]" or "[ x ]"
 
 
-def split_body(body: bytes, max_items: int) -> tuple[str, list[msgspec.Raw]]:
-    """(apiVersion, items as raw slices) of an EventList or a single Event. Raises BadBatch/TooManyItems."""
+def _require_json(body: bytes) -> None:
+    """BadBatch unless ``body`` is JSON at all (a type error is reported before a syntax error)."""
     try:
         _ANY_JSON.decode(body)
     except RecursionError as error:
         raise BadBatch("not JSON this parser can read: nested deeper than about 1000 levels") from error
+    except msgspec.DecodeError as error:
+        raise BadBatch(f"not JSON: {error}") from error
+
+
+def split_body(body: bytes, max_items: int) -> tuple[str, list[msgspec.Raw]]:
+    """(apiVersion, items as raw slices) of an EventList or a single Event. Raises BadBatch/TooManyItems."""
+    try:  # one pass: splitting into top-level fields validates the whole body's syntax too
+        top = _SHALLOW.decode(body)
+    except RecursionError as error:
+        raise BadBatch("not JSON this parser can read: nested deeper than about 1000 levels") from error
+    except msgspec.ValidationError as error:  # not an object, or malformed after its first byte
+        _require_json(body)
+        raise BadBatch("not a JSON object", redact_sample(body)) from error
     except msgspec.DecodeError as error:  # the message holds a position, never the body's text
         raise BadBatch(f"not JSON: {error}") from error
-    try:
-        top = _SHALLOW.decode(body)
-    except msgspec.DecodeError as error:
-        raise BadBatch("not a JSON object", redact_sample(body)) from error
     api_version = _decode_text(top["apiVersion"]) if "apiVersion" in top else None
     if api_version not in AUDIT_API_VERSIONS:
         raise BadBatch(

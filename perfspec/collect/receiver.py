@@ -53,6 +53,7 @@ import orjson
 from perfspec.collect.intake import BadBatch, TooManyItems, body_digest, take_batch, warm_up
 from perfspec.collect.sink import JsonlSink
 from perfspec.errors import EnvironmentProblem, InputError
+from perfspec.fileio import ensure_writable_dir
 from perfspec.settings import CleanSettings, ReceiverSettings
 
 REJECTS_NAME = "receiver-rejects.jsonl"
@@ -499,15 +500,10 @@ class AuditReceiver:
             )
 
     def _open_sink(self) -> JsonlSink:
-        """The output folder, checked writable now (a probe file, fsync'd) rather than at the first batch."""
+        """The output folder, checked writable now rather than at the first batch."""
         try:
+            ensure_writable_dir(self.out_dir)
             sink = JsonlSink(self.out_dir, self.settings.rotate_bytes, prefix="audit")
-            probe = self.out_dir / f".write-probe-{os.getpid()}"
-            with open(probe, "wb") as handle:
-                handle.write(b"ok\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            probe.unlink()
         except OSError as error:
             raise EnvironmentProblem(
                 f"cannot write audit events into {self.out_dir}: {error.strerror or error}",

@@ -94,12 +94,13 @@ class OnlineMetrics:
 
 
 class _Stream:
-    __slots__ = ("ids", "names", "pending")
+    __slots__ = ("ids", "metrics", "names", "pending")
 
     def __init__(self, window: int) -> None:
         self.ids: deque[int] = deque([0] * window, maxlen=window)
         self.names: deque[str] = deque(maxlen=window)
         self.pending: Pending | None = None
+        self.metrics = OnlineMetrics()  # goes with the stream when it is evicted
 
 
 class Engine:
@@ -123,7 +124,6 @@ class Engine:
         self.max_streams = max_streams
         self.on_unexpected = on_unexpected
         self.metrics = OnlineMetrics()
-        self.by_stream: dict[str, OnlineMetrics] = {}
         self._streams: OrderedDict[str, _Stream] = OrderedDict()  # least recently used first
         self._vocab = predictor.vocab
         self.evicted_streams = 0
@@ -144,7 +144,7 @@ class Engine:
         made for it, then predict what comes next."""
         stream = self._stream(stream_name)
         scored = Scored(stream_name, action, at, predicted=stream.pending)
-        metrics = [self.metrics, self.by_stream.setdefault(stream_name, OnlineMetrics())]
+        metrics = [self.metrics, stream.metrics]
         for m in metrics:
             m.actions += 1
         if stream.pending is not None:
@@ -186,6 +186,11 @@ class Engine:
             m.predictions += 1
             m.latency_ms.append(latency * 1000.0)
         return Pending(ranked, at + latency, list(stream.names), self.version)
+
+    @property
+    def by_stream(self) -> dict[str, OnlineMetrics]:
+        """The metrics of each stream still held (an evicted stream's go with it)."""
+        return {name: stream.metrics for name, stream in self._streams.items()}
 
     def latest(self, stream_name: str = GLOBAL) -> Pending | None:
         """The prediction now waiting for ``stream_name``'s next action."""

@@ -19,6 +19,7 @@ was trained on the start of this same log; over the whole log, positions it trai
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,8 @@ def _hit_at(ranks: np.ndarray) -> dict[str, float]:
 def _per_actor(actors: list[str | None], ranks: np.ndarray) -> dict[str, dict[str, Any]]:
     """hit@k of the global stream's predictions, split by who made the predicted action."""
     names = np.array([a or "(none)" for a in actors], dtype=object)
-    busiest = sorted(set(names), key=lambda n: (-int((names == n).sum()), n))[:TOP_ACTORS]
+    counts = Counter(names.tolist())
+    busiest = sorted(counts, key=lambda n: (-counts[n], n))[:TOP_ACTORS]
     table: dict[str, dict[str, Any]] = {}
     for name in busiest:
         mine = ranks[names == name]

@@ -108,3 +108,25 @@ def clean_env() -> Iterator[dict[str, str]]:
     env = dict(os.environ)
     env.update(DO_NOT_TRACK="true", PYTHONUNBUFFERED="1")
     yield env
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[Any]:
+    """Start real receivers on a free loopback port (``out``: default tmp/out; ``limits``: the
+    constructor's caps; the rest: ReceiverSettings fields); stopped after the test."""
+    from perfspec.collect.receiver import AuditReceiver
+    from perfspec.settings import ReceiverSettings
+
+    started: list[AuditReceiver] = []
+
+    def start(
+        out: Path | None = None, limits: dict[str, int] | None = None, **settings: Any
+    ) -> AuditReceiver:
+        r = AuditReceiver(out or tmp_path / "out", ReceiverSettings(port=0, **settings), **(limits or {}))
+        started.append(r.start())
+        return r
+
+    yield start
+    for r in started:
+        if not r.stopping.is_set():
+            r.stop()

@@ -51,21 +51,6 @@ def fresh_ids(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-@pytest.fixture
-def receiver(tmp_path: Path) -> Any:
-    started: list[AuditReceiver] = []
-
-    def start(limits: dict[str, int] | None = None, **settings: Any) -> AuditReceiver:
-        r = AuditReceiver(tmp_path / "out", ReceiverSettings(port=0, **settings), **(limits or {})).start()
-        started.append(r)
-        return r
-
-    yield start
-    for r in started:
-        if not r.stopping.is_set():
-            r.stop()
-
-
 @pytest.mark.slow
 def test_concurrent_batches_every_acknowledged_event_on_disk_exactly_once(
     receiver: Any,

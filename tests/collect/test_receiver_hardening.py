@@ -47,21 +47,6 @@ def cleaned(out: Path, tmp_path: Path) -> tuple[list[str], Any]:
     return ids, summary
 
 
-@pytest.fixture
-def receiver(tmp_path: Path) -> Any:
-    started: list[AuditReceiver] = []
-
-    def start(out: Path | None = None, **settings: Any) -> AuditReceiver:
-        r = AuditReceiver(out or tmp_path / "out", ReceiverSettings(port=0, **settings)).start()
-        started.append(r)
-        return r
-
-    yield start
-    for r in started:
-        if not r.stopping.is_set():
-            r.stop()
-
-
 # -- 1. a failed write is undone before the next batch -------------------------------------------------
 def test_a_write_failing_part_way_is_cut_back_so_the_next_batch_stays_readable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
