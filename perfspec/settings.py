@@ -77,6 +77,8 @@ class CleanSettings(_Section):
 #: The PerfSPEC paper's rule (``perfspec.actions.presets.PAPER``): these verbs and resources are dropped.
 PAPER_DROP_VERBS: tuple[str, ...] = ("get", "list", "watch")
 PAPER_DROP_RESOURCES: tuple[str, ...] = ("events", "leases", "replicationcontrollers")
+#: Actor classes: every node's kubelet is one actor; service accounts stay apart (perfspec.actions.actors).
+DEFAULT_ACTOR_GROUPS: tuple[str, ...] = ("system:node:*",)
 
 
 class ActionsSettings(_Section):
@@ -100,6 +102,15 @@ class DatasetSettings(_Section):
     folds: int = Field(5, ge=2)
     fold: int = Field(0, ge=0, description="which contiguous block is the test part with split=kfold")
     seed: int = 42
+    streams: Literal["global", "actor"] = Field(
+        "global",
+        description="global: one stream of all actions; actor: one stream per requester (needs "
+        "actions.parquet with usernames), a window is the actor's own last W actions",
+    )
+    actor_groups: tuple[str, ...] = Field(
+        DEFAULT_ACTOR_GROUPS,
+        description="usernames matching one of these shell patterns form one actor (first match wins)",
+    )
     keep_repeats: bool = Field(
         False, description="keep verbatim repeats of long earlier spans (removed by default: they leak)"
     )

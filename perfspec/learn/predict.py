@@ -24,11 +24,13 @@ from typing import Any
 
 import numpy as np
 
+from perfspec.actions.actors import actor_class
 from perfspec.errors import EnvironmentProblem, InputError
 from perfspec.learn.bundle import BUNDLE_NAME, BundleError, read_bundle
 from perfspec.learn.families import Scorer
 from perfspec.learn.vocab import UNK, Vocabulary
 from perfspec.mlflow_store import use_store
+from perfspec.settings import DEFAULT_ACTOR_GROUPS
 
 MODEL_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 
@@ -41,6 +43,8 @@ class Prediction:
     unknown: list[str] = field(default_factory=list)
     padded: int = 0
     truncated: int = 0
+    actor: str | None = None  # the actor class whose window this is (actor-stream models)
+    unseen_actor: bool = False  # that actor made no action in the training part
 
 
 class Predictor:
@@ -217,6 +221,36 @@ class Predictor:
             raise InputError(f"{uri} has no vocabulary (metadata 'vocab' missing)")
         return cls.from_keras(_load_keras(found[0]), vocab, uri)
 
+    # --- streams -------------------------------------------------------------------------------
+    @property
+    def streams(self) -> str:
+        """``global`` (one window over all actions) or ``actor`` (a window per requester)."""
+        return str(self.info.get("streams", "global"))
+
+    @property
+    def actor_groups(self) -> tuple[str, ...]:
+        return tuple(self.info.get("actor_groups", DEFAULT_ACTOR_GROUPS))
+
+    def actor_class(self, username: str | None) -> str:
+        """The stream of ``username`` under this model's grouping (``perfspec.actions.actors``)."""
+        return actor_class(username, self.actor_groups)
+
+    def _check_actor(self, actor: str | None) -> str | None:
+        """The actor class for a call, or an InputError when the call does not fit the model's streams."""
+        if self.streams == "actor":
+            if actor is None:
+                raise InputError(
+                    f"{self.source} predicts per actor (trained with --streams actor): whose window is it?",
+                    hint="pass --actor NAME (the username that made these actions)",
+                )
+            return self.actor_class(actor)
+        if actor is not None:
+            raise InputError(
+                f"{self.source} predicts the global stream (trained with --streams global): it has no actors",
+                hint="drop --actor, or use a model trained with --streams actor",
+            )
+        return None
+
     # --- encoding -------------------------------------------------------------------------------
     def encode(self, actions: Sequence[str]) -> tuple[np.ndarray, list[str], int, int]:
         """Ids of the last ``window`` actions, left-padded with ``<unk>``; plus unknowns, padded, cut."""
@@ -247,9 +281,10 @@ class Predictor:
         ids, _, _, _ = self.encode(actions)
         return self.probabilities_batch(ids[None, :])[0]
 
-    def predict(self, actions: Sequence[str], k: int = 5) -> Prediction:
+    def predict(self, actions: Sequence[str], k: int = 5, actor: str | None = None) -> Prediction:
         if k < 1:
             raise InputError("k must be at least 1")
+        group = self._check_actor(actor)
         ids, unknown, padded, truncated = self.encode(actions)
         probs = np.array(self.probabilities_batch(ids[None, :])[0], dtype=np.float64)
         probs[0] = -np.inf  # <unk> is never a prediction
@@ -257,11 +292,16 @@ class Predictor:
         best = np.argpartition(-probs, k - 1)[:k]
         best = best[np.lexsort((best, -probs[best]))]
         ranked = [(self.vocab.tokens[i], float(probs[i])) for i in best]
-        return Prediction(ranked, unknown, padded, truncated)
+        known = self.info.get("actors")
+        unseen = group is not None and known is not None and group not in known
+        return Prediction(ranked, unknown, padded, truncated, group, unseen)
 
-    def top_k(self, actions: Sequence[str], k: int = 5) -> list[tuple[str, float]]:
-        """The ``k`` most likely next actions with probabilities (warns about unknown actions)."""
-        prediction = self.predict(actions, k)
+    def top_k(self, actions: Sequence[str], k: int = 5, actor: str | None = None) -> list[tuple[str, float]]:
+        """The ``k`` most likely next actions with probabilities (warns about unknown actions).
+
+        ``actor``: whose window ``actions`` is; required by an actor-stream model, refused by a global one.
+        """
+        prediction = self.predict(actions, k, actor)
         if prediction.unknown:
             warnings.warn(
                 f"{len(prediction.unknown)} unknown action(s) mapped to {UNK}: "
@@ -319,6 +359,8 @@ def describe(prediction: Prediction, predictor: Predictor | None = None) -> dict
         "padded": prediction.padded,
         "truncated": prediction.truncated,
     }
+    if prediction.actor is not None:
+        out |= {"actor": prediction.actor, "unseen_actor": prediction.unseen_actor}
     if predictor is not None:
         out["model"] = {"source": predictor.source, "family": predictor.family, **predictor.info}
     return out
