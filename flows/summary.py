@@ -66,7 +66,7 @@ def markdown_summary(result: PipelineResult, ui_hint: str | None = None) -> str:
     lines.append(f"- candidate: `{m.get('champion_candidate')}` (best CV mean {m.get('target_metric')})")
     verdict = m.get("verdict") or {}
     paired = verdict.get("cv_paired_difference") or {}
-    if paired.get("se") is not None and m.get("champion_candidate") != "ngram":
+    if paired.get("se") is not None and m.get("champion_candidate") != verdict.get("reference", "ngram"):
         beyond = "**beyond noise**" if verdict.get("beats_reference_beyond_noise") else "not beyond noise"
         lines.append(
             f"- vs the n-gram (paired CV {m.get('target_metric')}): "

@@ -10,7 +10,7 @@ from pydantic import PositiveInt
 from flows.config import flow_settings
 from flows.steps import run_mapped, run_step
 from perfspec.learn.configs import ModelConfig
-from perfspec.learn.experiment import NGRAM, default_configs, experiment_dir, read_fingerprint
+from perfspec.learn.experiment import default_configs, experiment_dir, read_fingerprint
 from perfspec.settings import Settings
 from tasks.learn import (
     evaluate_model,
@@ -56,7 +56,7 @@ def score_and_track(
 ) -> TrainedRun:
     """Score every model, compare them, log the run (a sweep: parent + children) and decide the champion."""
     scored = score_models(settings, dataset_dir, run_dir, configs)
-    names = [NGRAM, "most_frequent", *(s.name for s in scored[1:])]
+    names = [scored[0].name, "most_frequent", *(s.name for s in scored[1:])]  # scored[0]: the n-gram
     metrics = run_step(
         evaluate_model, dataset_dir=dataset_dir, run_dir=run_dir, settings=settings, names=names
     )

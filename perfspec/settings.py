@@ -179,6 +179,11 @@ class MlflowSettings(_Section):
     champion_alias: str = "champion"
     promotion_margin: float = Field(0.0, ge=0, description="a challenger must beat champion top-1 by this")
 
+    def model_for(self, streams: str) -> str:
+        """The registered model of a stream kind: ``perfspec`` (global) and ``perfspec-actor``; each
+        has its own ``@champion``, since their predictions answer different questions."""
+        return self.registered_model if streams == "global" else f"{self.registered_model}-{streams}"
+
 
 class PrefectSettings(_Section):
     """Orchestration defaults (schedules, retries)."""
@@ -291,6 +296,41 @@ class ReceiverSettings(_Section):
     )
 
 
+class LiveSettings(_Section):
+    """``perfspec live``: the online predictor beside the audit intake (perfspec/live)."""
+
+    top: int = Field(
+        5, ge=1, le=10, description="predictions per record; an action outside them is unexpected"
+    )
+    http: str = Field(
+        "127.0.0.1:9445",
+        description="HOST:PORT of the predictions/metrics server in --follow mode (--listen serves them "
+        "on the receiver's own port); port 0 picks a free one",
+    )
+    poll_seconds: float = Field(
+        30.0, gt=0, description="how often a models:/NAME@ALIAS model asks the registry for a new version"
+    )
+    queue_events: int = Field(
+        100_000,
+        ge=1,
+        description="actions waiting for the engine thread; beyond, new ones skip prediction (counted; "
+        "the events themselves are persisted all the same)",
+    )
+    output_buffer: int = Field(
+        10_000, ge=1, description="records buffered per output; a slow output loses the oldest (counted)"
+    )
+    max_streams: int = Field(10_000, ge=1, description="streams (actors) kept; the least recently used go")
+    remember_ids: int = Field(
+        100_000, ge=1, description="recent audit IDs remembered so that a request's later stages count once"
+    )
+    rotate_bytes: int = Field(64 * 1024 * 1024, gt=0, description="predictions-NNNNNN.jsonl rotate past this")
+    keep_files: int = Field(8, ge=1, description="rotated predictions files kept (oldest deleted)")
+    follow_interval_seconds: float = Field(0.2, gt=0, description="--follow: how often files are polled")
+    checkpoint_seconds: float = Field(
+        5.0, gt=0, description="how often the cumulative counters are saved (they continue after a restart)"
+    )
+
+
 class Settings(BaseSettings):
     """Everything configurable, with defaults that run offline on one machine."""
 
@@ -308,6 +348,7 @@ class Settings(BaseSettings):
     prefect: PrefectSettings = PrefectSettings()
     collect: CollectSettings = CollectSettings()
     receiver: ReceiverSettings = ReceiverSettings()
+    live: LiveSettings = LiveSettings()
 
     def with_section(self, section: str, **updates: object) -> Settings:
         """A copy with some fields of one section replaced (how CLI flags override env/defaults)."""

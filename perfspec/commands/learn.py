@@ -19,9 +19,19 @@ def register(app: typer.Typer) -> None:
     app.command("sweep")(sweep_command)
 
 
+STREAMS_HELP = (
+    "global: one window over all actions (default); actor: one stream per requester, a window is the "
+    "actor's own last W actions (needs ACTIONS = actions.parquet, which has usernames)."
+)
+
+
 def train_command(
     actions: Annotated[
-        Path, typer.Argument(help="Actions file: one verb_resource token a line (perfspec actions output).")
+        Path,
+        typer.Argument(
+            help="Actions: actions.txt (one verb_resource token a line) or actions.parquet (with who made "
+            "each action; needed by --streams actor); both written by `perfspec actions`."
+        ),
     ],
     out: Annotated[
         Path | None,
@@ -48,6 +58,7 @@ def train_command(
             "--keep-repeats", help="Keep verbatim repeats of long earlier spans (they leak into test)."
         ),
     ] = False,
+    streams: Annotated[str | None, typer.Option("--streams", help=STREAMS_HELP)] = None,
     epochs: Annotated[
         int | None, typer.Option(help="Maximum epochs (early stopping may end sooner).")
     ] = None,
@@ -93,6 +104,7 @@ def train_command(
         raise InputError(f"unknown --split {split!r}", hint="use chronological or kfold")
     settings = settings.with_section(
         "dataset",
+        streams=_streams(streams),
         window=window,
         min_count=min_count,
         split=split,
@@ -124,6 +136,14 @@ def train_command(
     console = _stderr_console()
     outcome = train_from_actions(actions, out, settings, use_mlflow=not no_mlflow, say=console.print)
     print_outcome(outcome.metrics, outcome.run_dir, outcome.run_id, outcome.decision, settings)
+
+
+def _streams(value: str | None) -> str | None:
+    if value not in (None, "global", "actor"):
+        from perfspec.errors import InputError
+
+        raise InputError(f"unknown --streams {value!r}", hint="use global or actor")
+    return value
 
 
 def _stderr_console():
@@ -167,13 +187,14 @@ def print_outcome(metrics, run_dir: Path, run_id, decision, settings) -> None:
     order = sorted(
         metrics["test"], key=lambda m: -(metrics["cv"].get(m, {}).get(target, {}).get("mean") or 0)
     )
+    reference = metrics["verdict"]["reference"]
     for model in order:
         row = metrics["test"][model]
         cv = metrics["cv"].get(model, {}).get(target)
         paired = metrics["cv_paired"].get(model, {}).get(target)
         label = f"{model} *" if model == metrics["champion_candidate"] else model
-        if model == "ngram":
-            label += f" (order {metrics['models']['ngram']['order']})"
+        if model == reference:
+            label += f" (order {metrics['models'][reference]['order']})"
         table.add_row(
             label,
             *(f"{row[f'top{k}']:.4f}" for k in KS),
@@ -184,14 +205,26 @@ def print_outcome(metrics, run_dir: Path, run_id, decision, settings) -> None:
     verdict = metrics["verdict"]
     candidate = metrics["champion_candidate"]
     console.print(f"candidate (* best CV mean {target}): {candidate}")
-    if metrics["cv"] and candidate != "ngram":
+    if metrics["cv"] and candidate != reference:
         beyond = verdict["beats_reference_beyond_noise"]
         console.print(
             f"{candidate} beats the n-gram beyond noise (paired CV gain > "
             f"{settings.selection.promotion_standard_errors:g} SE): {'yes' if beyond else 'NO'}"
         )
-    elif candidate == "ngram":
+    elif candidate == reference:
         console.print("no other model beats the n-gram on CV: the n-gram is the candidate")
+    interval = metrics.get("test_ci", {}).get(candidate, {}).get(target)
+    if interval:
+        console.print(
+            f"{candidate} hold-out {target}: 95% block-bootstrap interval {interval[0]:.3f}-{interval[1]:.3f}"
+        )
+    if metrics.get("streams") == "actor":
+        ref = metrics["test_global_reference"]["ngram"]
+        console.print(
+            f"global bigram on the same next actions: top-1 {ref['top1']:.4f}, top-5 {ref['top5']:.4f}; "
+            f"{metrics['unseen_actor_share']:.1%} of test actions come from actors unseen in training "
+            f"({metrics['unseen_actor_handling']})"
+        )
     console.print(f"run dir:  {run_dir}")
     console.print(f"metrics:  {Path(run_dir) / 'metrics.json'}")
     if run_id:
@@ -221,6 +254,14 @@ def predict_command(
         ),
     ] = DEFAULT_MODEL,
     top: Annotated[int, typer.Option("--top", min=1, help="How many next actions to print.")] = 5,
+    actor: Annotated[
+        str | None,
+        typer.Option(
+            "--actor",
+            help="Whose window ACTIONS is (a username): required by a model trained with --streams actor, "
+            "refused by a global one.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Print the most likely next actions after ACTIONS, with probabilities.
@@ -231,7 +272,7 @@ def predict_command(
     from perfspec.learn.predict import Predictor, describe
 
     predictor = Predictor.load(model)  # models:/ resolves in the project's store (settings)
-    prediction = predictor.predict(actions, top)
+    prediction = predictor.predict(actions, top, actor)
     if as_json:
         typer.echo(json.dumps(describe(prediction, predictor)))
         return
@@ -239,7 +280,8 @@ def predict_command(
     from rich.table import Table
 
     name = predictor.info.get("name") or predictor.family
-    table = Table(title=f"next action after {actions[-1]} ({name}, {model})")
+    whose = f" by {prediction.actor}" if prediction.actor else ""
+    table = Table(title=f"next action{whose} after {actions[-1]} ({name}, {model})")
     table.add_column("#", justify="right")
     table.add_column("action")
     table.add_column("probability", justify="right")
@@ -248,6 +290,11 @@ def predict_command(
     Console().print(table)
     if prediction.unknown:
         print(f"warning: unknown actions mapped to <unk>: {', '.join(prediction.unknown)}", file=sys.stderr)
+    if prediction.unseen_actor:
+        print(
+            f"note: {prediction.actor} made no action in the training part; predicted from its window alone",
+            file=sys.stderr,
+        )
     if prediction.padded:
         print(
             f"note: {prediction.padded} of {predictor.window} window slots padded with <unk>", file=sys.stderr
@@ -255,7 +302,9 @@ def predict_command(
 
 
 def sweep_command(
-    actions: Annotated[Path, typer.Argument(help="Actions file: one verb_resource token a line.")],
+    actions: Annotated[
+        Path, typer.Argument(help="actions.txt, or actions.parquet (needed by --streams actor).")
+    ],
     out: Annotated[
         Path | None, typer.Option("--out", help="Run directory (default: <data_dir>/runs/sweep-<...>).")
     ] = None,
@@ -274,6 +323,7 @@ def sweep_command(
         ),
     ] = None,
     cv: Annotated[int | None, typer.Option("--cv", help="Blocked CV folds (default 5).")] = None,
+    streams: Annotated[str | None, typer.Option("--streams", help=STREAMS_HELP)] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs per training.")] = None,
     no_mlflow: Annotated[
         bool, typer.Option("--no-mlflow", help="Skip MLflow logging and the model registry.")
@@ -285,7 +335,12 @@ def sweep_command(
     from perfspec.learn.sweep import run_sweep
     from perfspec.settings import get_settings
 
-    settings = get_settings().with_section("selection", cv_folds=cv).with_section("train", epochs=epochs)
+    settings = (
+        get_settings()
+        .with_section("selection", cv_folds=cv)
+        .with_section("train", epochs=epochs)
+        .with_section("dataset", streams=_streams(streams))
+    )
     chosen = [f.strip() for item in families or [] for f in item.split(",") if f.strip()] or None
     outcome = run_sweep(
         actions,

@@ -66,6 +66,12 @@ def neural_config(settings: TrainSettings, name: str | None = None) -> ModelConf
     )
 
 
+def ngram_name(streams: str) -> str:
+    """The CV-chosen n-gram's name in a run: ``ngram`` on the global stream, ``ngram_actor`` (the
+    per-actor n-gram) on actor streams. It is the reference every model is paired with."""
+    return "ngram" if streams == "global" else f"ngram_{streams}"
+
+
 def ngram_config(order: int) -> ModelConfig:
     return ModelConfig(f"ngram-{order}", "ngram", (("order", order),))
 

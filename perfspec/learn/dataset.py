@@ -26,9 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from perfspec.actions.actors import actor_class
 from perfspec.errors import InputError
 from perfspec.fileio import atomic_open, write_json_atomic
 from perfspec.learn.repeats import Repeat, remove_repeats, repeat_threshold
+from perfspec.learn.streams import StreamLayout
 from perfspec.learn.vocab import UNK, Vocabulary
 from perfspec.settings import DatasetSettings
 
@@ -147,17 +149,22 @@ def cut_at(segments: Sequence[tuple[int, int]], pieces: Sequence[tuple[int, int]
 
 
 def make_windows(
-    ids: np.ndarray, segments: Sequence[tuple[int, int]], window: int
+    ids: np.ndarray, segments: Sequence[tuple[int, int]], window: int, min_context: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Windows inside each segment: ``x[i]`` = the ``window`` ids before ``pos[i]``; ``y = ids[pos]``."""
+    """Windows inside each segment: ``x[i]`` = the ``window`` ids before ``pos[i]``; ``y = ids[pos]``.
+
+    ``min_context`` (default ``window``): a target needs this many earlier actions of its segment; a
+    shorter history is left-padded with ``<unk>`` (0), as a live stream that just started.
+    """
+    first = window if min_context is None else min(max(min_context, 1), window)
     xs, ys, positions = [], [], []
     for start, end in segments:
-        if end - start <= window:
+        if end - start <= first:
             continue
-        part = ids[start:end]
+        part = np.concatenate([np.zeros(window - first, dtype=ids.dtype), ids[start:end]])
         xs.append(np.lib.stride_tricks.sliding_window_view(part[:-1], window))
         ys.append(part[window:])
-        positions.append(np.arange(start + window, end, dtype=np.int64))
+        positions.append(np.arange(start + first, end, dtype=np.int64))
     if not xs:
         return np.zeros((0, window), np.int32), np.zeros(0, np.int32), np.zeros(0, np.int64)
     return (
@@ -167,8 +174,11 @@ def make_windows(
     )
 
 
-def fingerprint_of(actions: Sequence[str], settings: DatasetSettings) -> str:
-    """sha256 of the action sequence + the settings that shape the windows and the split."""
+def fingerprint_of(
+    actions: Sequence[str], settings: DatasetSettings, actors: Sequence[str | None] | None = None
+) -> str:
+    """sha256 of the action sequence (+ who made each action, for actor streams) + the settings that
+    shape the windows and the split."""
     split: dict[str, object] = {
         "window": settings.window,
         "train_fraction": settings.train_fraction,
@@ -185,6 +195,10 @@ def fingerprint_of(actions: Sequence[str], settings: DatasetSettings) -> str:
     digest = hashlib.sha256()
     digest.update("\n".join(actions).encode())
     digest.update(b"\0")
+    if settings.streams == "actor":  # who made each action shapes the windows
+        split |= {"streams": "actor", "actor_groups": list(settings.actor_groups)}
+        digest.update("\n".join(u or "" for u in actors or ()).encode())
+        digest.update(b"\0")
     digest.update(json.dumps(split, sort_keys=True).encode())
     return digest.hexdigest()
 
@@ -208,11 +222,49 @@ class Dataset:
     # verbatim repeats cut out before the split (positions in the original sequence) and its length
     repeats: list[Repeat] = field(default_factory=list)
     original_actions: int = 0
+    # actor streams (``perfspec.learn.streams``): where each actor's stream lies, and the split in log
+    # positions (``segments`` are then dataset positions); None for the global stream
+    layout: StreamLayout | None = field(default=None, repr=False)
+    log_segments: dict[str, list[tuple[int, int]]] | None = None
     _windows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @property
     def window(self) -> int:
         return self.settings.window
+
+    @property
+    def streams(self) -> str:
+        """``global`` or ``actor`` (what the windows follow)."""
+        return "actor" if self.layout is not None else "global"
+
+    @property
+    def min_context(self) -> int:
+        """Earlier actions a target needs in its segment: a full window on the global stream; one on an
+        actor's stream (short histories are padded, else the many small streams lose most targets)."""
+        return 1 if self.layout is not None else self.window
+
+    @property
+    def log_split(self) -> dict[str, list[tuple[int, int]]]:
+        """The split in log positions (the global stream's are its dataset positions)."""
+        return self.log_segments if self.log_segments is not None else self.segments
+
+    def from_log(self, log_segments: dict[str, list[tuple[int, int]]]) -> dict[str, list[tuple[int, int]]]:
+        """Dataset segments of a split given in log positions (cut where a repeat was removed)."""
+        cut = {split: cut_at(parts, self.pieces) for split, parts in log_segments.items()}
+        if self.layout is None:
+            return cut
+        return {split: self.layout.dataset_segments(parts) for split, parts in cut.items()}
+
+    def stream_info(self) -> dict[str, object]:
+        """What a model trained on this dataset must know to be served (bundle info, MLflow)."""
+        if self.layout is None:
+            return {"streams": "global"}
+        seen = {int(c) for a, b in self.segments["train"] for c in np.unique(self.layout.codes[a:b])}
+        return {
+            "streams": "actor",
+            "actor_groups": list(self.settings.actor_groups),
+            "actors": sorted(str(self.layout.names[c]) for c in seen),
+        }
 
     def windows(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """``(x, y)`` of one split: ``x`` int32 (n, W), ``y`` int32 (n,)."""
@@ -243,7 +295,8 @@ class Dataset:
 
     @property
     def pieces(self) -> list[tuple[int, int]]:
-        """Contiguous stretches of ``ids``: cut where a repeat was removed (windows never join two)."""
+        """Contiguous stretches of the log (after repeat removal): cut where a repeat was removed
+        (windows never join two)."""
         cuts, removed = [], 0
         for repeat in self.repeats:
             cuts.append(repeat.start - removed)
@@ -251,7 +304,12 @@ class Dataset:
         bounds = [0, *(c for c in cuts if 0 < c < len(self.ids)), len(self.ids)]
         return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
-    def with_segments(self, segments: dict[str, list[tuple[int, int]]], tag: str) -> Dataset:
+    def with_segments(
+        self,
+        segments: dict[str, list[tuple[int, int]]],
+        tag: str,
+        log_segments: dict[str, list[tuple[int, int]]] | None = None,
+    ) -> Dataset:
         """The same sequence and vocabulary seen through other segments (a cross-validation fold)."""
         return Dataset(
             settings=self.settings,
@@ -264,13 +322,15 @@ class Dataset:
             name_codes=self.name_codes,
             repeats=self.repeats,
             original_actions=self.original_actions,
+            layout=self.layout,
+            log_segments=log_segments if self.layout is not None else None,
         )
 
     def _split_windows(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}")
         if split not in self._windows:
-            self._windows[split] = make_windows(self.ids, self.segments[split], self.window)
+            self._windows[split] = make_windows(self.ids, self.segments[split], self.window, self.min_context)
         return self._windows[split]
 
     def summary(self) -> dict:
@@ -286,7 +346,10 @@ class Dataset:
             "original_actions": self.original_actions or len(self.ids),
             "repeats_removed": self.repeats_removed,
             "repeats": [r.to_dict() for r in self.repeats],
+            "streams": self.streams,
         }
+        if self.layout is not None:
+            out["actors"] = len(self.layout.names)
         if self.settings.split == "kfold":
             out |= {"folds": self.settings.folds, "fold": self.settings.fold}
         for split in SPLITS:
@@ -306,6 +369,8 @@ class Dataset:
         arrays: dict[str, np.ndarray] = {"ids": self.ids.astype(np.int32)}
         if self.name_table is not None and self.name_codes is not None:
             arrays |= {"action_names": self.name_table, "action_codes": self.name_codes}
+        if self.layout is not None:
+            arrays |= self.layout.to_arrays()
         for split in SPLITS:
             x, y, pos = self._split_windows(split)
             arrays |= {f"x_{split}": x, f"y_{split}": y, f"pos_{split}": pos}
@@ -321,6 +386,7 @@ class Dataset:
                 "source": self.source,
                 "settings": self.settings.model_dump(mode="json"),
                 "segments": self.segments,
+                "log_segments": self.log_segments,
                 "repeats": [r.to_dict() for r in self.repeats],
                 "original_actions": self.original_actions or len(self.ids),
                 "summary": self.summary(),
@@ -340,6 +406,9 @@ class Dataset:
         with np.load(directory / "windows.npz") as npz:
             arrays = {key: npz[key] for key in npz.files}
         segments = {k: [tuple(s) for s in v] for k, v in meta["segments"].items()}
+        log_segments = meta.get("log_segments")
+        if log_segments is not None:
+            log_segments = {k: [tuple(s) for s in v] for k, v in log_segments.items()}
         dataset = cls(
             settings=DatasetSettings.model_validate(meta["settings"]),
             vocab=Vocabulary.load(directory / "vocab.json"),
@@ -352,6 +421,8 @@ class Dataset:
             name_codes=arrays.get("action_codes"),
             repeats=[Repeat(r["start"], r["end"], r["source"]) for r in meta.get("repeats", [])],
             original_actions=int(meta.get("original_actions", len(arrays["ids"]))),
+            layout=StreamLayout.from_arrays(arrays),
+            log_segments=log_segments,
         )
         for split in SPLITS:
             dataset._windows[split] = (arrays[f"x_{split}"], arrays[f"y_{split}"], arrays[f"pos_{split}"])
@@ -359,18 +430,38 @@ class Dataset:
 
 
 def dataset_from_actions(
-    actions: Sequence[str], settings: DatasetSettings, source: str = "", malformed_lines: int = 0
+    actions: Sequence[str],
+    settings: DatasetSettings,
+    source: str = "",
+    malformed_lines: int = 0,
+    actors: Sequence[str | None] | None = None,
 ) -> Dataset:
     """Remove repeats (unless kept), build the vocabulary (train part only), encode, split, and check
-    that every split has windows."""
+    that every split has windows. ``actors``: who made each action (needed by ``streams="actor"``)."""
     original = len(actions)
-    fingerprint = fingerprint_of(actions, settings)
+    if settings.streams == "actor":
+        if actors is None or len(actors) != original:
+            raise InputError(
+                "actor streams need who made each action",
+                hint="pass the actions.parquet that `perfspec actions` wrote (it has usernames)",
+            )
+        if not any(actors):
+            raise InputError(
+                f"no action of {source or 'the input'} has a username: actor streams need one",
+                hint="use --streams global, or actions of an audit log with usernames",
+            )
+    fingerprint = fingerprint_of(actions, settings, actors if settings.streams == "actor" else None)
     repeats: list[Repeat] = []
     pieces = [(0, original)]
     if not settings.keep_repeats:
         minimum = repeat_threshold(original, settings.repeat_min_actions, settings.repeat_min_fraction)
         deduplicated = remove_repeats(actions, minimum)
         actions, repeats, pieces = deduplicated.actions, deduplicated.repeats, deduplicated.pieces
+        if actors is not None and repeats:
+            kept = np.ones(original, dtype=bool)
+            for repeat in repeats:
+                kept[repeat.start : repeat.end] = False
+            actors = [a for a, keep in zip(actors, kept, strict=True) if keep]
     n = len(actions)
     needed = _minimum_actions(settings)
     if n < needed:
@@ -378,9 +469,15 @@ def dataset_from_actions(
             f"too few actions to train: {n} (need at least {needed} with window={settings.window})",
             hint="collect more actions or lower --window",
         )
-    segments = {split: cut_at(parts, pieces) for split, parts in segments_for(n, settings).items()}
-    train_actions = [a for s, e in segments["train"] for a in actions[s:e]]
+    log_segments = {split: cut_at(parts, pieces) for split, parts in segments_for(n, settings).items()}
+    train_actions = [a for s, e in log_segments["train"] for a in actions[s:e]]
     vocab = Vocabulary.from_counts(Counter(train_actions), settings.min_count)
+    layout: StreamLayout | None = None
+    segments = log_segments
+    if settings.streams == "actor" and actors is not None:
+        layout = StreamLayout.build([actor_class(a, settings.actor_groups) for a in actors])
+        actions = [actions[i] for i in layout.order]
+        segments = {split: layout.dataset_segments(parts) for split, parts in log_segments.items()}
     table = sorted(set(actions))
     code_of = {name: code for code, name in enumerate(table)}
     dataset = Dataset(
@@ -395,6 +492,8 @@ def dataset_from_actions(
         name_codes=np.fromiter((code_of[a] for a in actions), dtype=np.int32, count=n),
         repeats=repeats,
         original_actions=original,
+        layout=layout,
+        log_segments=log_segments if layout is not None else None,
     )
     for split in SPLITS:
         if len(dataset.windows(split)[1]) == 0:
@@ -425,7 +524,37 @@ def _minimum_actions(settings: DatasetSettings) -> int:
     return int(np.ceil((settings.window + 1) / max(smallest_fraction, 1e-9)))
 
 
+def read_actions_table(path: Path) -> tuple[list[str], list[str | None]]:
+    """Actions and who made them, from an ``actions.parquet`` (log order)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, columns=["action", "username"])
+    except (OSError, pa.ArrowInvalid, KeyError) as error:
+        raise InputError(
+            f"cannot read actions and usernames from {path}: {error}",
+            hint="pass the actions.parquet that `perfspec actions` wrote",
+        ) from error
+    actions = table.column("action").to_pylist()
+    if not actions:
+        raise InputError(f"no actions in {path}", hint="check the log it was built from")
+    return [str(a) for a in actions], table.column("username").to_pylist()
+
+
 def build_dataset(actions_file: Path, settings: DatasetSettings) -> Dataset:
-    """Read an actions file and build its dataset (the library entry point ``tasks/`` call)."""
-    read = read_actions(Path(actions_file))
+    """Read an actions file (``actions.txt``, or ``actions.parquet`` with who made each action) and
+    build its dataset (the library entry point ``tasks/`` call)."""
+    path = Path(actions_file)
+    if path.suffix == ".parquet":
+        if not path.is_file():
+            raise InputError(f"actions file not found: {path}", hint="run `perfspec actions` first")
+        actions, actors = read_actions_table(path)
+        return dataset_from_actions(actions, settings, str(path), 0, actors)
+    if settings.streams == "actor":
+        raise InputError(
+            f"actor streams need who made each action; {path.name} has only the actions",
+            hint=f"pass {path.with_name('actions.parquet')} (written by `perfspec actions` beside it)",
+        )
+    read = read_actions(path)
     return dataset_from_actions(read.actions, settings, str(actions_file), len(read.malformed))

@@ -20,14 +20,15 @@ from typing import Any
 import numpy as np
 
 from perfspec.fileio import write_json_atomic, write_text_atomic
+from perfspec.learn.actor_eval import actor_section, intervals
 from perfspec.learn.bundle import BUNDLE_NAME, read_bundle
+from perfspec.learn.configs import ngram_name
 from perfspec.learn.dataset import LEAKAGE_WARNING, Dataset, leakage
 from perfspec.learn.scoring import CURVE_K, KS, coverage_curve, target_ranks, topk_from_ranks
 from perfspec.learn.selection import ModelScores, beyond_noise, compare
 from perfspec.settings import SelectionSettings
 
 CONFUSED_PAIRS = 20
-REFERENCE = "ngram"
 
 
 def write_report(
@@ -40,7 +41,8 @@ def write_report(
     x_test, y_test = dataset.windows("test")
     changes = y_test != x_test[:, -1]
     target = f"top{selection.target_k}"
-    compared = compare(scores, REFERENCE, selection.target_k)
+    reference = ngram_name(dataset.streams)
+    compared = compare(scores, reference, selection.target_k)
     candidate = compared["candidate"]
     if not compared["cv"]:  # no CV: the candidate is chosen on validation
         candidate = _best_on_validation(dataset, run_dir, scores, selection.target_k)
@@ -49,7 +51,7 @@ def write_report(
     paired = compared["paired"].get(candidate, {}).get(target)
     verdict = {
         "candidate": candidate,
-        "reference": REFERENCE,
+        "reference": reference,
         "metric": target,
         "cv_paired_difference": paired,
         "beats_reference_beyond_noise": bool(
@@ -57,6 +59,7 @@ def write_report(
         ),
     }
     metrics: dict[str, Any] = {
+        "streams": dataset.streams,
         "dataset_fingerprint": dataset.fingerprint,
         "dataset": {
             "actions": len(dataset.ids),
@@ -90,6 +93,9 @@ def write_report(
             "val": len(dataset.windows("val")[1]),
         },
     }
+    metrics |= intervals(dataset, scores, reference)
+    if dataset.layout is not None:
+        metrics |= actor_section(dataset, scores, candidate, reference)
     probabilities = {name: _test_probabilities(run_dir, name, x_test) for name in scores}
     rows = per_action_table(dataset, probabilities, y_test)
     write_text_atomic(run_dir / "per_action.csv", _csv(rows))
@@ -114,6 +120,12 @@ def write_report(
         else None,
         plots.per_action_accuracy(rows, list(probabilities), plot_dir / "per_action_accuracy.png"),
     ]
+    tables = ["per_action.csv", "confused_pairs.csv", "coverage.csv", "cv.csv"]
+    if "per_actor" in metrics:
+        write_text_atomic(run_dir / "per_actor.csv", _csv(metrics["per_actor"]))
+        tables.append("per_actor.csv")
+        models = [*dict.fromkeys([candidate, reference]), "global_reference"]
+        written.append(plots.per_actor_scores(metrics["per_actor"], models, plot_dir / "per_actor.png"))
     history = kept_history(run_dir, metrics["models"], candidate)
     if history is not None:
         name, data = history
@@ -122,8 +134,7 @@ def write_report(
         )
     metrics["files"] = sorted(
         str(p.relative_to(run_dir))
-        for p in [*(w for w in written if w is not None)]
-        + [run_dir / n for n in ("per_action.csv", "confused_pairs.csv", "coverage.csv", "cv.csv")]
+        for p in [*(w for w in written if w is not None)] + [run_dir / n for n in tables]
     )
     write_json_atomic(run_dir / "metrics.json", _finite(metrics))
     return _finite(metrics)

@@ -31,6 +31,7 @@ from perfspec.learn.configs import (
     mixture_config,
     neural_config,
     ngram_config,
+    ngram_name,
 )
 from perfspec.learn.dataset import Dataset, build_dataset
 from perfspec.learn.families import Scorer
@@ -43,7 +44,6 @@ from perfspec.settings import SelectionSettings, Settings
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 Say = Callable[[str], None]
-NGRAM = "ngram"  # the CV-chosen order is reported under this name
 CANDIDATE_FILE = "model.json"  # in the run dir: which model the root predictor.npz is
 
 
@@ -149,20 +149,22 @@ def score_counts(
             means[order] = float(np.mean(target_ranks(scorer.probabilities(x), y) < selection.target_k))
         basis = f"validation {key}"
     best = max(orders, key=lambda o: (round(means[o], 12), -o))
+    reference = ngram_name(dataset.streams)
     say(f"n-gram order {best} ({basis} {means[best]:.4f}; orders {', '.join(map(str, orders))})")
     for config, name, extra in (
-        (ngram_config(best), NGRAM, {"order": best, "chosen_by": basis, "by_order": means}),
+        (ngram_config(best), reference, {"order": best, "chosen_by": basis, "by_order": means}),
         (MOST_FREQUENT, MOST_FREQUENT.name, {}),
     ):
         scores = ModelScores(name, config.family, info={"config": config.to_dict(), **extra})
+        same = name == reference
         scores.fold_ranks = (
-            by_order[best].fold_ranks if name == NGRAM else [_ranks(_fit_counts(config, v), v) for v in views]
+            by_order[best].fold_ranks if same else [_ranks(_fit_counts(config, v), v) for v in views]
         )
         scorer = _fit_counts(config, dataset)
         scores.test_ranks = _ranks(scorer, dataset)
         write_bundle(scorer, dataset.vocab, model_dir(run_dir, name) / BUNDLE_NAME, {"name": name})
         save_scores(run_dir, scores)
-        if name == NGRAM:
+        if name == reference:
             ngram_scores = scores
     return ngram_scores
 
@@ -205,7 +207,7 @@ def score_mixture(
     """``neural`` interpolated with the chosen n-gram, weight fitted on each view's validation part."""
     run_dir = Path(run_dir)
     config = mixture_config(neural)
-    ngram = load_scores(run_dir, NGRAM)
+    ngram = load_scores(run_dir, ngram_name(dataset.streams))
     if ngram is None:
         raise InputError(f"no n-gram scores in {run_dir}", hint="score the counts models first")
     order = int(ngram.info["order"])
@@ -284,7 +286,12 @@ def install_candidate(run_dir: Path, name: str, dataset: Dataset) -> None:
     """``<run_dir>/predictor.npz`` (+ ``model.keras`` for a neural candidate) := the candidate's."""
     source = model_dir(run_dir, name)
     scorer, vocab, info = read_bundle(source / BUNDLE_NAME)
-    write_bundle(scorer, vocab, Path(run_dir) / BUNDLE_NAME, {**info, "name": name, "family": scorer.family})
+    write_bundle(
+        scorer,
+        vocab,
+        Path(run_dir) / BUNDLE_NAME,
+        {**info, "name": name, "family": scorer.family, **dataset.stream_info()},
+    )
     keras_file = source / "model.keras"
     target = Path(run_dir) / "model.keras"
     if keras_file.is_file():
@@ -294,7 +301,8 @@ def install_candidate(run_dir: Path, name: str, dataset: Dataset) -> None:
         target.unlink(missing_ok=True)
     dataset.vocab.save(Path(run_dir) / "vocab.json")
     write_json_atomic(
-        Path(run_dir) / CANDIDATE_FILE, {"name": name, "family": scorer.family, "window": scorer.window}
+        Path(run_dir) / CANDIDATE_FILE,
+        {"name": name, "family": scorer.family, "window": scorer.window, "streams": dataset.streams},
     )
 
 
@@ -397,7 +405,7 @@ def run_experiment(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     score_counts(dataset, run_dir, selection, say)
-    names = [NGRAM, MOST_FREQUENT.name]
+    names = [ngram_name(dataset.streams), MOST_FREQUENT.name]
     neural = [score_neural(dataset, c, run_dir, selection, say, on_epoch_end) for c in configs]
     names += [c.name for c in configs]
     if selection.mixture and neural:

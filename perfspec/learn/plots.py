@@ -158,3 +158,30 @@ def per_action_accuracy(
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower right")
     return _save(plt, fig, target)
+
+
+def per_actor_scores(rows: Sequence[Mapping[str, Any]], models: Sequence[str], target: Path) -> Path:
+    """Top-5 per actor (the busiest in the test part): each model and the global stream's reference."""
+    import numpy as np
+
+    plt, fig = _figure(10, max(3.0, 0.45 * len(rows) + 1.5))
+    ax = fig.add_subplot(1, 1, 1)
+    height = 0.8 / max(len(models), 1)
+    positions = np.arange(len(rows))
+    for index, model in enumerate(models):
+        values = [float(row[f"{model}_top5"]) for row in rows]
+        shown = "global bigram (reference)" if model == "global_reference" else model
+        ax.barh(positions + index * height, values, height=height, label=shown)
+    ax.set_yticks(positions + height * (len(models) - 1) / 2)
+    labels = [
+        f"{row['actor']} (n={row['test_actions']}{'' if row['seen_in_training'] else ', unseen'})"
+        for row in rows
+    ]
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_xlim(-0.02, 1)
+    ax.invert_yaxis()
+    ax.set_xlabel("top-5 on the test part (the actor's next action)")
+    ax.set_title("Per actor: the actor's own stream vs the global stream on the same actions")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
+    return _save(plt, fig, target)

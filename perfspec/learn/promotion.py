@@ -104,7 +104,7 @@ def names_of_test_windows(dataset: Dataset, window: int) -> tuple[list[list[str]
     targets: list[str] = []
     for start, end in dataset.segments["test"]:
         names = dataset.names(start, end)
-        for pos in range(start + dataset.window, end):
+        for pos in range(start + dataset.min_context, end):
             windows.append(names[max(0, pos - start - window) : pos - start])
             targets.append(names[pos - start])
     return windows, targets
@@ -151,8 +151,8 @@ def register_and_promote(
 
     configure(settings)
     client = mlflow.MlflowClient()
-    name, alias = settings.mlflow.registered_model, settings.mlflow.champion_alias
-    selection = settings.selection
+    name = settings.mlflow.model_for(metrics.get("streams", "global"))
+    alias, selection = settings.mlflow.champion_alias, settings.selection
     run = client.get_run(run_id)
     fingerprint = run.data.tags.get(TAG_FINGERPRINT, "")
     model_uri = run.data.tags.get(TAG_MODEL_URI) or f"runs:/{run_id}/{MODEL_ARTIFACT}"
@@ -193,7 +193,7 @@ def register_and_promote(
     elif champion is None:
         promoted, reason, comparison = True, f"no @{alias} yet", None
     else:
-        comparison = _compare_with_champion(settings, run_id, str(version), str(champion.version))
+        comparison = _compare_with_champion(settings, name, run_id, str(version), str(champion.version))
         if comparison is None:
             promoted, reason = False, f"kept v{champion.version}: it could not be scored on this data"
         else:
@@ -229,15 +229,17 @@ def register_and_promote(
     return outcome
 
 
-def _compare_with_champion(settings: Settings, run_id: str, version: str, champion: str) -> Comparison | None:
-    """Both versions scored on the challenger run's hold-out windows; None if that is impossible."""
+def _compare_with_champion(
+    settings: Settings, name: str, run_id: str, version: str, champion: str
+) -> Comparison | None:
+    """Both versions of ``name`` scored on the challenger run's hold-out windows; None if impossible."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     from perfspec.learn.bundle import BundleError
     from perfspec.learn.predict import Predictor
 
-    name, selection = settings.mlflow.registered_model, settings.selection
+    selection = settings.selection
     try:
         with tempfile.TemporaryDirectory(prefix="perfspec-reeval-") as tmp:
             local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="dataset", dst_path=tmp)

@@ -22,19 +22,20 @@ from typing import Any
 import numpy as np
 
 from perfspec.errors import InputError
-from perfspec.learn.dataset import Dataset, cut_at
+from perfspec.learn.dataset import Dataset
 from perfspec.learn.scoring import KS, topk_from_ranks
 
 Progress = Callable[[str], None]
 
 
 def cv_segments(dataset: Dataset, folds: int, fold: int) -> dict[str, list[tuple[int, int]]]:
-    """Train/val/test segments of one blocked fold over the chronological train + validation parts."""
+    """Train/val/test log segments of one blocked fold over the chronological train + validation parts
+    (``Dataset.from_log`` turns them into the dataset's segments)."""
     if dataset.settings.split != "chronological":
         raise InputError(
             "cross-validation runs on the chronological split", hint="use --cv 0 with --split kfold"
         )
-    n_dev = max(b for part in ("train", "val") for _a, b in dataset.segments[part])
+    n_dev = max(b for part in ("train", "val") for _a, b in dataset.log_split[part])
     share = dataset.settings.val_fraction / (dataset.settings.train_fraction + dataset.settings.val_fraction)
     n_val, gap = round(n_dev * share), dataset.window
     bounds = [round(i * n_dev / folds) for i in range(folds + 1)]
@@ -42,17 +43,13 @@ def cv_segments(dataset: Dataset, folds: int, fold: int) -> dict[str, list[tuple
     v0, v1 = (max(0, t0 - n_val), t0) if fold > 0 else (t1, min(n_dev, t1 + n_val))
     held0, held1 = min(t0, v0), max(t1, v1)
     train = [(a, b) for a, b in ((0, held0 - gap), (held1 + gap, n_dev)) if b - a > 0]
-    pieces = dataset.pieces
-    return {
-        "train": cut_at(train, pieces),
-        "val": cut_at([(v0, v1)], pieces),
-        "test": cut_at([(t0, t1)], pieces),
-    }
+    return {"train": train, "val": [(v0, v1)], "test": [(t0, t1)]}
 
 
 def fold_view(dataset: Dataset, folds: int, fold: int) -> Dataset:
     """The dataset seen through one fold (same ids and vocabulary, the fold's segments)."""
-    view = dataset.with_segments(cv_segments(dataset, folds, fold), f"cv{folds}-{fold}")
+    log_segments = cv_segments(dataset, folds, fold)
+    view = dataset.with_segments(dataset.from_log(log_segments), f"cv{folds}-{fold}", log_segments)
     for split in ("train", "val", "test"):
         if len(view.windows(split)[1]) == 0:
             raise InputError(

@@ -39,10 +39,11 @@ def sweep_title(metrics: dict[str, Any], configs: int) -> str:
 def child_metrics(metrics: dict[str, Any], model: str) -> dict[str, float]:
     """What one child run holds: its hold-out top-k, CV mean/std, paired gain and coverage headline."""
     out: dict[str, float] = {}
+    reference = metrics["verdict"]["reference"]
     for key, value in metrics["test"][model].items():
         out[key] = value
-        if "ngram" in metrics["test"]:
-            out[f"{key}_ngram"] = metrics["test"]["ngram"][key]
+        if reference in metrics["test"]:
+            out[f"{key}_ngram"] = metrics["test"][reference][key]
     for key, stats in metrics["cv"].get(model, {}).items():
         if stats.get("mean") is not None:
             out[f"cv_{key}_mean"] = stats["mean"]

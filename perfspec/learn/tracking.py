@@ -89,7 +89,9 @@ def experiment_link(settings: Settings, experiment_id: str, ui_url: str = "http:
 
 
 class PredictorModel:
-    """An MLflow pyfunc over ``predictor.npz``: rows of W action names -> the top-5 next actions."""
+    """An MLflow pyfunc over ``predictor.npz``: rows of W action names -> the top-5 next actions.
+
+    An actor-stream model's rows also carry an ``actor`` column (whose window it is)."""
 
     def load_context(self, context: Any) -> None:
         from perfspec.learn.predict import Predictor
@@ -107,10 +109,14 @@ class PredictorModel:
         import pandas as pd
 
         k = int((params or {}).get("k", 5))
+        actors: list[Any] = [None] * len(model_input)
+        if hasattr(model_input, "columns") and "actor" in model_input.columns:
+            actors = model_input["actor"].tolist()
+            model_input = model_input.drop(columns=["actor"])
         rows = model_input.values.tolist() if hasattr(model_input, "values") else list(model_input)
         out = []
-        for row in rows:
-            prediction = self.predictor.predict([str(a) for a in row if a], k)
+        for row, actor in zip(rows, actors, strict=True):
+            prediction = self.predictor.predict([str(a) for a in row if a], k, actor)
             record: dict[str, Any] = {}
             for rank, (action, probability) in enumerate(prediction.actions, start=1):
                 record[f"action_{rank}"], record[f"probability_{rank}"] = action, probability
@@ -186,7 +192,8 @@ def run_title(metrics: dict[str, Any], label: str | None = None) -> str:
     candidate = metrics["champion_candidate"]
     shown = metrics["models"].get(candidate, {}).get("label")
     name = label or (f"{candidate} ({shown})" if shown and shown != candidate else candidate)
-    return f"{name} · w{metrics['split']['window']} · {actions:,} actions"
+    streams = " · per actor" if metrics.get("streams") == "actor" else ""
+    return f"{name}{streams} · w{metrics['split']['window']} · {actions:,} actions"
 
 
 def run_description(metrics: dict[str, Any]) -> str:
@@ -222,12 +229,12 @@ def run_description(metrics: dict[str, Any]) -> str:
 
 def headline_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """The few numbers a person picks once in the runs table (short names that sort together)."""
-    candidate = metrics["champion_candidate"]
+    candidate, reference = metrics["champion_candidate"], metrics["verdict"]["reference"]
     out: dict[str, float] = {}
     for k in HEADLINE_K:
         out[f"top{k}"] = metrics["test"][candidate][f"top{k}"]
-        if "ngram" in metrics["test"]:
-            out[f"top{k}_ngram"] = metrics["test"]["ngram"][f"top{k}"]
+        if reference in metrics["test"]:
+            out[f"top{k}_ngram"] = metrics["test"][reference][f"top{k}"]
     out["leakage_test"] = metrics["leakage"]["test"]
     out["leakage_val"] = metrics["leakage"]["val"]
     cv = metrics["cv"].get(candidate, {}).get("top5")
@@ -236,6 +243,10 @@ def headline_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     paired = metrics["cv_paired"].get(candidate, {}).get("top5")
     if paired and paired.get("se") is not None:
         out["cv_top5_gain"], out["cv_top5_gain_se"] = paired["mean"], paired["se"]
+    if "test_global_reference" in metrics:  # actor streams: the global bigram on the same actions
+        for k in HEADLINE_K:
+            out[f"top{k}_global_reference"] = metrics["test_global_reference"]["ngram"][f"top{k}"]
+        out["unseen_actor_share"] = metrics["unseen_actor_share"]
     out["actions"] = metrics["dataset"]["actions"]
     out["repeats_removed"] = metrics["dataset"]["repeats_removed"]
     return out
@@ -310,7 +321,7 @@ def _log_contents(
     for key, value in (model_info.get("config", {}).get("params") or {}).items():
         params[f"model.{key}"] = value
     params |= {"candidate": candidate, "family": model_info.get("family"), "vocab_size": len(dataset.vocab)}
-    params["ngram.order"] = metrics["models"].get("ngram", {}).get("order")
+    params["ngram.order"] = metrics["models"].get(metrics["verdict"]["reference"], {}).get("order")
     tags = {
         TAG_FINGERPRINT: dataset.fingerprint,
         TAG_CANDIDATE: candidate,
@@ -319,6 +330,7 @@ def _log_contents(
         "run_dir": str(run_dir.resolve()),
         "repeats_removed": str(metrics["dataset"]["repeats_removed"]),
         "leakage_warning": str(metrics["leakage"]["warning"]).lower(),
+        "streams": metrics.get("streams", "global"),
     }
     timestamp = int(mlflow.MlflowClient().get_run(run_id).info.start_time or 0)
     batch = [Metric(k, float(v), timestamp, 0) for k, v in headline_metrics(metrics).items()]
@@ -428,6 +440,9 @@ def _log_model(run_id: str, dataset: Dataset, run_dir: Path) -> str:
     x, _ = dataset.windows("test")
     rows = [dataset.vocab.decode(row) for row in x[:2]]
     example = pd.DataFrame(rows, columns=[f"a{i}" for i in range(dataset.window)])
+    if dataset.layout is not None:  # whose window each row is
+        codes = dataset.layout.codes[dataset.positions("test")[:2]]
+        example["actor"] = [str(dataset.layout.names[c]) for c in codes]
     model = _pyfunc_class()()
     model.predictor = predictor
     signature = infer_signature(example, model.predict(None, example))
@@ -447,6 +462,7 @@ def _log_model(run_id: str, dataset: Dataset, run_dir: Path) -> str:
                 "window": dataset.window,
                 TAG_FINGERPRINT: dataset.fingerprint,
                 "family": predictor.family,
+                "streams": dataset.streams,
             },
             run_id=run_id,
         )
