@@ -57,8 +57,19 @@ def pipeline(
         trained = sweep_flow(dataset_dir=dataset_dir, epochs=epochs, data_dir=data_dir)
     else:
         trained = train(dataset_dir=dataset_dir, epochs=epochs, data_dir=data_dir, fresh=fresh)
+    actor_trained = None
+    if prepared.actor_dataset is not None:  # per-actor streams, their own run and @champion
+        actor_trained = train(
+            dataset_dir=Path(prepared.actor_dataset.dataset_dir),
+            epochs=epochs,
+            data_dir=data_dir,
+            fresh=fresh,
+        )
     result = PipelineResult(
-        prepared=prepared, trained=trained, run_url=mlflow_run_url(trained.tracking_uri, trained.run_id)
+        prepared=prepared,
+        trained=trained,
+        run_url=mlflow_run_url(trained.tracking_uri, trained.run_id),
+        actor_trained=actor_trained,
     )
     create_markdown_artifact(
         markdown=markdown_summary(result),
@@ -68,4 +79,8 @@ def pipeline(
     rows = topk_rows(trained.metrics)
     if rows:
         create_table_artifact(table=rows, key="topk-metrics", description="Test top-k accuracy by model")
+    if actor_trained is not None and (rows := topk_rows(actor_trained.metrics)):
+        create_table_artifact(
+            table=rows, key="topk-metrics-actor", description="Per-actor streams: test top-k by model"
+        )
     return result

@@ -51,10 +51,30 @@ def prepare(
         out_dir=str((paths.actions_dir / label).resolve()),
         settings=settings.actions,
     )
+    per_actor = settings.dataset.streams == "actor"
     dataset = run_step(
         build_dataset_task,
-        actions_file=actions.actions_txt,
+        actions_file=actions.actions_parquet if per_actor else actions.actions_txt,
         datasets_dir=datasets_dir,
         settings=settings.dataset,
     )
-    return PreparedData(sources=[str(p) for p in resolved], clean=clean, actions=actions, dataset=dataset)
+    actor_dataset = None
+    if (
+        not per_actor
+        and settings.selection.actor_streams
+        and actions.with_username
+        and actions.actions_parquet
+    ):
+        actor_dataset = run_step(
+            build_dataset_task,
+            actions_file=actions.actions_parquet,
+            datasets_dir=datasets_dir,
+            settings=settings.dataset.model_copy(update={"streams": "actor"}),
+        )
+    return PreparedData(
+        sources=[str(p) for p in resolved],
+        clean=clean,
+        actions=actions,
+        dataset=dataset,
+        actor_dataset=actor_dataset,
+    )

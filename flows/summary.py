@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.records import PipelineResult
+from tasks.records import PipelineResult, TrainedRun
 
 
 def topk_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
@@ -18,6 +18,30 @@ def topk_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         row["cv_top5"] = round(float(mean), 4) if mean is not None else ""
         rows.append(row)
     return sorted(rows, key=lambda r: -(r["cv_top5"] if r["cv_top5"] != "" else r.get("top5", 0)))
+
+
+def actor_lines(trained: TrainedRun) -> list[str]:
+    """The per-actor run in a few lines: its candidate against the per-actor n-gram and the global
+    bigram on the same next actions, unseen actors, and its own champion decision."""
+    m = trained.metrics
+    candidate, reference = m.get("champion_candidate"), m.get("verdict", {}).get("reference")
+    test, global_ref = m.get("test", {}), m.get("test_global_reference", {}).get("ngram", {})
+    lines = ["## Per-actor streams (each requester's own next action)"]
+    for name in dict.fromkeys([candidate, reference]):
+        if name in test:
+            ci = m.get("test_ci", {}).get(name, {}).get("top5")
+            shown = f" (95% interval {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
+            top1, top5 = test[name]["top1"], test[name]["top5"]
+            lines.append(f"- `{name}`: hold-out top-1 {top1:.4f}, top-5 {top5:.4f}{shown}")
+    if global_ref:
+        top1, top5 = global_ref["top1"], global_ref["top5"]
+        lines.append(f"- global bigram on the same actions: top-1 {top1:.4f}, top-5 {top5:.4f}")
+    if "unseen_actor_share" in m:
+        lines.append(f"- test actions by actors unseen in training: {m['unseen_actor_share']:.1%}")
+    registered = trained.promotion.decision.get("registered_model", "")
+    lines.append(f"- champion ({registered}): {trained.promotion.describe()}")
+    lines.append(f"- run dir: `{trained.run_dir}`, MLflow run `{trained.run_id}`")
+    return lines
 
 
 def markdown_summary(result: PipelineResult, ui_hint: str | None = None) -> str:
@@ -87,6 +111,8 @@ def markdown_summary(result: PipelineResult, ui_hint: str | None = None) -> str:
     for key in ("version", "champion_version"):  # PromotionDecision's fields worth a line
         if p.decision.get(key) not in (None, ""):
             lines.append(f"- {key}: `{p.decision[key]}`")
+    if result.actor_trained is not None:
+        lines += ["", *actor_lines(result.actor_trained)]
     lines += ["", "## MLflow", f"- run `{trained.run_id}` in `{trained.tracking_uri}`"]
     if result.run_url:
         lines.append(f"- [open the run]({result.run_url})")

@@ -168,6 +168,11 @@ class SelectionSettings(_Section):
     )
     sweep_concurrency: int = Field(1, ge=1, description="configurations a sweep trains at once")
     nightly_sweep: bool = Field(False, description="the nightly retraining runs a small sweep")
+    actor_streams: bool = Field(
+        True,
+        description="the pipeline also trains per-actor streams (registered model <name>-actor) when "
+        "the actions have usernames",
+    )
 
 
 class MlflowSettings(_Section):

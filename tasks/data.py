@@ -55,7 +55,7 @@ def clean_audit_logs(sources: list[str], out_dir: str, settings: CleanSettings) 
 )
 def build_actions_task(events: str, out_dir: str, settings: ActionsSettings) -> ActionsOutput:
     """``events.parquet`` -> ``actions.txt`` / ``actions.parquet`` + the distribution report."""
-    from perfspec.actions import build_actions
+    from perfspec.actions import build_actions, count_with_username
     from perfspec.actions.report import write_distribution_report
 
     out = Path(out_dir)
@@ -71,6 +71,7 @@ def build_actions_task(events: str, out_dir: str, settings: ActionsSettings) -> 
         distinct=len(set(tokens)),
         actions_parquet=str(parquet) if parquet.exists() else None,
         report=report,
+        with_username=count_with_username(parquet) if parquet.exists() else 0,
     )
 
 

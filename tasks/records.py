@@ -41,6 +41,7 @@ class ActionsOutput(_Record):
     distinct: int
     actions_parquet: str | None = None
     report: list[str] = []
+    with_username: int = 0  # actions whose requester is known (actor streams need them)
 
     def outputs(self) -> list[str]:
         return [self.actions_txt, *([self.actions_parquet] if self.actions_parquet else [])]
@@ -90,6 +91,7 @@ class PreparedData(_Record):
     clean: CleanOutput | None
     actions: ActionsOutput | None
     dataset: DatasetOutput
+    actor_dataset: DatasetOutput | None = None  # the same actions as per-actor streams
 
 
 class TrainedRun(_Record):
@@ -107,6 +109,7 @@ class PipelineResult(_Record):
     prepared: PreparedData
     trained: TrainedRun
     run_url: str | None = None
+    actor_trained: TrainedRun | None = None  # the per-actor model, trained alongside
 
 
 class CampaignOutput(_Record):

@@ -157,6 +157,31 @@ def test_mlflow_has_the_run_the_model_and_the_champion(first_run, data_dir: Path
 
 
 @pytest.mark.slow
+def test_the_sample_also_trains_per_actor_streams_with_their_own_champion(first_run) -> None:
+    """The sample has usernames: the pipeline trains the actor-stream model alongside, its own MLflow
+    run and registered model (perfspec-actor), and serves it per actor."""
+    from mlflow import MlflowClient
+
+    from perfspec.learn.predict import Predictor
+
+    prepared, actor = first_run.prepared, first_run.actor_trained
+    assert prepared.actions.with_username == prepared.actions.actions == 2163
+    assert prepared.actor_dataset is not None and actor is not None
+    assert prepared.actor_dataset.fingerprint != prepared.dataset.fingerprint
+    metrics = actor.metrics
+    assert metrics["streams"] == "actor" and {"ngram_actor", "lstm", "mixture"} <= set(metrics["test"])
+    assert metrics["test"]["ngram_actor"]["top5"] > metrics["test_global_reference"]["ngram"]["top5"]
+    assert actor.run_id != first_run.trained.run_id
+    assert actor.promotion.decision["registered_model"] == "perfspec-actor" and actor.promotion.promoted
+    client = MlflowClient(actor.tracking_uri)
+    assert client.get_run(actor.run_id).data.tags["streams"] == "actor"
+    assert client.get_model_version_by_alias("perfspec-actor", "champion").run_id == actor.run_id
+    predictor = Predictor.load("models:/perfspec-actor@champion", tracking_uri=actor.tracking_uri)
+    assert predictor.streams == "actor"
+    assert predictor.top_k(["create_namespaces"], 3, actor="kubernetes-admin")
+
+
+@pytest.mark.slow
 def test_prefect_has_the_artifacts(first_run) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -176,6 +201,8 @@ def test_prefect_has_the_artifacts(first_run) -> None:
     assert "## Champion decision" in summary.data and "promoted to @champion" in summary.data
     for model in trained.metrics["test"]:
         assert f"| {model} |" in summary.data
+    assert "## Per-actor streams" in summary.data and "global bigram on the same actions" in summary.data
+    assert latest("topk-metrics-actor").type == "table"
 
     table = latest("topk-metrics")
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data

@@ -21,7 +21,7 @@ from perfspec.errors import InputError
 from perfspec.fileio import atomic_open, atomic_path
 from perfspec.settings import ActionsSettings
 
-__all__ = ["ACTIONS_SCHEMA", "ActionsSummary", "build_actions"]
+__all__ = ["ACTIONS_SCHEMA", "ActionsSummary", "build_actions", "count_with_username"]
 
 ACTIONS_SCHEMA = pa.schema(
     [
@@ -197,3 +197,9 @@ def _txt_table(path: Path) -> pa.Table:
             "source_line": pa.array(range(1, count + 1), pa.int64()),
         }
     )
+
+
+def count_with_username(actions_parquet: Path) -> int:
+    """Actions whose requester is known (a non-empty username): what actor streams need."""
+    usernames = pq.read_table(actions_parquet, columns=["username"]).column("username")
+    return int(pc.sum(pc.fill_null(pc.greater(pc.utf8_length(usernames), 0), False)).as_py() or 0)

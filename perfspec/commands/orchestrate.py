@@ -114,6 +114,11 @@ def _print_result(result: PipelineResult, hints: list[str], data_dir: Path) -> N
             table.add_row(*(str(v) for v in row.values()))
         console.print(table)
     console.print(f"model: {trained.promotion.describe()}")
+    if result.actor_trained is not None:
+        from flows.summary import actor_lines
+
+        for line in actor_lines(result.actor_trained):
+            console.print(line.replace("## ", "").replace("`", ""))
     console.print(f"results:  {data_dir}")
     console.print(f"  dataset  {prepared.dataset.dataset_dir}")
     console.print(f"  run      {trained.run_dir}")
