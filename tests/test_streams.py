@@ -135,6 +135,10 @@ def test_per_actor_ngram_beats_the_global_reference_and_metrics_keep_the_contrac
     low, high = metrics["test_ci"][reference]["top1"]
     assert low <= ours["top1"] <= high
     assert any(not row["seen_in_training"] for row in metrics["per_actor"])
+    inputs = metrics["inputs"]  # what the actor's identity and the global context add, each measured
+    assert inputs["actor_window"] == {k: ours[k] for k in ("top1", "top5")}
+    assert inputs["global_context_only"]["top1"] == pytest.approx(theirs["top1"])
+    assert 0 <= inputs["weights"]["global_context"] <= 1
     assert (tmp_path / "plots" / "per_actor.png").stat().st_size > 10_000
     assert (tmp_path / "per_actor.csv").read_text().startswith("actor,")
 

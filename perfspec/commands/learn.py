@@ -225,6 +225,13 @@ def print_outcome(metrics, run_dir: Path, run_id, decision, settings) -> None:
             f"{metrics['unseen_actor_share']:.1%} of test actions come from actors unseen in training "
             f"({metrics['unseen_actor_handling']})"
         )
+        inputs = metrics["inputs"]
+        shown = ", ".join(
+            f"{name.replace('actor_window', 'window').replace('+', ' + ')} {inputs[name]['top5']:.4f}"
+            for name in inputs
+            if isinstance(inputs[name], dict) and "top5" in inputs[name]
+        )
+        console.print(f"what each input adds (n-gram family, hold-out top-5): {shown}")
     console.print(f"run dir:  {run_dir}")
     console.print(f"metrics:  {Path(run_dir) / 'metrics.json'}")
     if run_id:

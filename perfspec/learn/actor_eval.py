@@ -111,6 +111,72 @@ def intervals(
     }
 
 
+def _weight(p_a: np.ndarray, p_b: np.ndarray) -> float:
+    """The grid weight ``w`` of ``w * a + (1 - w) * b`` with the best mean log-likelihood of the true
+    actions (``p_a``, ``p_b``: each model's probability of them), as the mixture family fits it."""
+    from perfspec.learn.families.mixture import WEIGHTS
+
+    best, best_ll = 0.0, -np.inf
+    for weight in WEIGHTS:
+        ll = float(np.mean(np.log(weight * p_a + (1 - weight) * p_b + 1e-12))) if len(p_a) else 0.0
+        if ll > best_ll + 1e-12:
+            best, best_ll = weight, ll
+    return best
+
+
+def what_inputs_add(dataset: Dataset, order: int) -> dict[str, Any]:
+    """Test top-1/top-5 of the n-gram family given more inputs, each added by an interpolation whose
+    weight is fitted on validation: the actor's own window (the pooled per-actor n-gram), + the actor's
+    identity (an n-gram of that actor's actions alone), + the global context (the global bigram)."""
+    assert dataset.layout is not None
+    layout, classes, window = dataset.layout, len(dataset.vocab), dataset.window
+    log_ids = layout.log_ids(dataset.ids)
+    pooled = NGram.fit(dataset.sequences("train"), classes, window, order)
+    train_log = [log_ids[a:b] for a, b in dataset.log_split["train"]]
+    global_model = NGram.fit(train_log, classes, window, GLOBAL_ORDER)
+    own: dict[int, NGram] = {}
+    for code in range(len(layout.names)):
+        mine = [dataset.ids[a:b] for a, b in dataset.segments["train"] if layout.codes[a] == code]
+        if sum(len(part) for part in mine) > 1:
+            own[code] = NGram.fit(mine, classes, window, order)
+
+    def inputs(split: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        x, y = dataset.windows(split)
+        positions = dataset.positions(split)
+        p_pooled = pooled.probabilities(x)
+        p_own = p_pooled.copy()  # an actor without training actions keeps the pooled answer
+        codes = layout.codes[positions]
+        for code, model in own.items():
+            rows = codes == code
+            if rows.any():
+                p_own[rows] = model.probabilities(x[rows])
+        contexts = padded_contexts(log_ids, dataset.log_split[split], layout.order[positions], window)
+        return y, {"pooled": p_pooled, "own": p_own, "global": global_model.probabilities(contexts)}
+
+    y_val, val = inputs("val")
+    y_test, test = inputs("test")
+    known = y_val != 0
+    truth = lambda p: p[np.flatnonzero(known), y_val[known]]  # noqa: E731 - a local formula
+    w_identity = _weight(truth(val["own"]), truth(val["pooled"]))
+    identity_val = w_identity * val["own"] + (1 - w_identity) * val["pooled"]
+    w_global = _weight(truth(val["global"]), truth(val["pooled"]))
+    w_both = _weight(truth(val["global"]), truth(identity_val))
+    identity = w_identity * test["own"] + (1 - w_identity) * test["pooled"]
+    variants = {
+        "actor_window": test["pooled"],
+        "actor_window+identity": identity,
+        "actor_window+global_context": w_global * test["global"] + (1 - w_global) * test["pooled"],
+        "actor_window+identity+global_context": w_both * test["global"] + (1 - w_both) * identity,
+        "global_context_only": test["global"],
+    }
+    out: dict[str, Any] = {
+        name: topk_from_ranks(target_ranks(p, y_test), (1, 5)) for name, p in variants.items()
+    }
+    out["weights"] = {"identity": w_identity, "global_context": w_global, "both_global": w_both}
+    out["order"] = order
+    return out
+
+
 def actor_section(
     dataset: Dataset, scores: Mapping[str, ModelScores], candidate: str, reference: str
 ) -> dict[str, Any]:
@@ -136,7 +202,9 @@ def actor_section(
         for name, r in {**ranks, "global_reference": global_ranks}.items():
             row |= {f"{name}_top{k}": round(float(np.mean(r[mine] < k)), 4) for k in (1, 5)}
         per_actor.append(row)
+    ngram_order = int(scores[reference].info.get("order", GLOBAL_ORDER))
     return {
+        "inputs": what_inputs_add(dataset, ngram_order),
         "test_global_reference": {
             "ngram": topk_from_ranks(global_ranks, REFERENCE_KS),
             "order": GLOBAL_ORDER,
