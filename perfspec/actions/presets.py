@@ -39,6 +39,17 @@ class ActionRule:
     drop_resources: tuple[str, ...]
     include_subresource: bool
 
+    def action_of(self, verb: str | None, resource: str | None, subresource: str | None = None) -> str | None:
+        """The token of one event, or None when the rule drops it: what ``build_actions`` does to a
+        table, one event at a time (the live predictor's intake; a test holds the two equal). An event
+        without a verb is dropped; one without a resource (a non-resource URL) is ``<verb>_``."""
+        if verb is None or verb in self.drop_verbs or resource in self.drop_resources:
+            return None
+        token = spell(verb, resource)
+        if self.include_subresource and subresource:
+            return f"{token}{SUBRESOURCE_SEPARATOR}{subresource}"
+        return token
+
 
 PAPER = ActionRule("paper", PAPER_DROP_VERBS, PAPER_DROP_RESOURCES, include_subresource=False)
 

@@ -65,7 +65,8 @@ class TooManyItems(ValueError):
 
 @dataclass
 class Intake:
-    """One body's outcome: ``data`` (JSON lines) holds ``accepted`` events; ``rejects`` the first
+    """One body's outcome: ``data`` (JSON lines) holds ``accepted`` events, ``rows`` their rows (what
+    ``clean`` makes of them; the receiver hands them to its ``on_accepted`` hook); ``rejects`` the first
     ``max_rejects`` of the ``rejected`` items as reject records (``reason``, redacted ``raw``)."""
 
     data: bytearray = field(default_factory=bytearray)
@@ -73,6 +74,7 @@ class Intake:
     rejected: int = 0
     bodies_dropped: int = 0
     rejects: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
 
 
 def redact_sample(raw: bytes | msgspec.Raw) -> str:
@@ -280,6 +282,7 @@ def take_batch(
             continue
         intake.data += line
         intake.data += b"\n"
+        intake.rows.append(rows[index])
         intake.accepted += 1
         intake.bodies_dropped += dropped
     return intake

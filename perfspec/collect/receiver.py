@@ -29,6 +29,10 @@ Why it is built this way:
   refuses a non-loopback address without a token (:func:`check_exposure`); the library does not.
 - Request/response bodies (present only at the RequestResponse audit level) are dropped by default
   (``drop_bodies``): they may hold Secrets, and nothing downstream reads them.
+- Optional consumers never weaken any of this: ``on_accepted`` (the live predictor) is called with the
+  rows of a batch only after its events are written and fsynced and before the 200, must return at once
+  (it hands them to a queue), and an error it raises is counted (``hook_errors``), never answered;
+  ``routes`` adds GET paths (``/predictions``, ``/metrics``) behind the same token as ``/stats``.
 """
 
 from __future__ import annotations
@@ -45,11 +49,13 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from perfspec.audit.readers import Row
 from perfspec.collect.intake import BadBatch, TooManyItems, body_digest, take_batch, warm_up
 from perfspec.collect.sink import JsonlSink
 from perfspec.errors import EnvironmentProblem, InputError
@@ -69,6 +75,8 @@ READ_CHUNK = 64 << 10
 BODY_RATE_GRACE_SECONDS = 2.0
 #: How often the watchdog looks for requests past their deadline.
 WATCHDOG_INTERVAL = 0.25
+#: An extra GET route's answer: (status, content type, body).
+RouteAnswer = tuple[int, str, bytes]
 
 
 def is_loopback(host: str) -> bool:
@@ -127,6 +135,7 @@ class _Stats:
         "evicted_connections",
         "connection_errors",
         "bytes_received",
+        "hook_errors",
     )
 
     def __init__(self) -> None:
@@ -273,9 +282,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass  # counts are in /stats; per-request lines would flood the terminal
 
     def _reply(self, code: int, payload: Any, close: bool = False) -> None:
-        body = orjson.dumps(payload) + b"\n"
+        self._send(code, "application/json", orjson.dumps(payload) + b"\n", close)
+
+    def _send(self, code: int, content_type: str, body: bytes, close: bool = False) -> None:
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         if code == 401:
             self.send_header("WWW-Authenticate", 'Bearer realm="perfspec-receiver"')
@@ -307,9 +318,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._reply(401, {"error": "unauthorized"})
                 return
             self._reply(200, self.receiver.stats_dict())
+        elif self.receiver.routes is not None and (answer := self._route(path)) is not None:
+            self._send(*answer)
         else:
             self.receiver.stats.add(not_found=1)
             self._reply(404, {"error": "not found", "hint": "GET /healthz or /stats"})
+
+    def _route(self, path: str) -> RouteAnswer | None:
+        """An extra route's answer (401 without the token); None when no route takes ``path``."""
+        assert self.receiver.routes is not None
+        if not self._authorized():
+            self.receiver.stats.add(unauthorized=1)
+            return 401, "application/json", b'{"error":"unauthorized"}\n'
+        return self.receiver.routes(path)
 
     def do_OPTIONS(self) -> None:
         """CORS preflights are refused: no page in a browser may POST here (no Allow-Origin is sent)."""
@@ -433,6 +454,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             receiver.write_failed(error)
             self._reply(503, {"error": f"cannot write events: {error}"})
             return
+        receiver.hand_over(intake.rows)
         receiver.stats.add(
             batches=1,
             events=intake.accepted,
@@ -461,6 +483,8 @@ class AuditReceiver:
         max_concurrent_requests: int | None = None,
         max_connections: int | None = None,
         max_line_bytes: int | None = None,
+        on_accepted: Callable[[list[Row]], None] | None = None,
+        routes: Callable[[str], RouteAnswer | None] | None = None,
     ) -> None:
         if max_concurrent_requests is None:
             max_concurrent_requests = settings.max_concurrent_requests
@@ -473,6 +497,8 @@ class AuditReceiver:
         self.max_connections = max_connections
         #: Clean's line limit: a longer event would be acknowledged here and rejected by clean.
         self.max_line_bytes = max_line_bytes or CleanSettings().max_line_bytes
+        self.on_accepted = on_accepted
+        self.routes = routes
         self.stats = _Stats()
         self.stopping = threading.Event()
         self.slots = threading.BoundedSemaphore(max_concurrent_requests)
@@ -666,6 +692,16 @@ class AuditReceiver:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+    def hand_over(self, rows: list[Row]) -> None:
+        """Give a batch's rows, already durable, to ``on_accepted``; its failure never reaches the reply."""
+        if self.on_accepted is None or not rows:
+            return
+        try:
+            self.on_accepted(rows)
+        except Exception as error:  # a consumer's bug must not cost the batch its 200
+            self.stats.add(hook_errors=1)
+            self.stats.last_error = f"on_accepted: {type(error).__name__}: {error}"
 
     def write_failed(self, error: OSError) -> None:
         self.stats.add(write_errors=1)

@@ -22,20 +22,26 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from perfspec.audit.redaction import strip_line_bodies
-from perfspec.collect.sink import JsonlSink
 from perfspec.fileio import write_json_atomic
 
 CHUNK = 8 * 1024 * 1024
 
 
+class LineSink(Protocol):
+    """Where copied lines go: a :class:`JsonlSink`, or the live predictor (``perfspec live --follow``)."""
+
+    def write_batch(self, lines: Sequence[bytes]) -> str: ...
+
+
 class LogTailer:
     """Poll-based follower of one audit log path; ``poll()`` copies what is new, ``follow()`` loops."""
 
-    def __init__(self, path: Path, state_path: Path, sink: JsonlSink, drop_bodies: bool = True) -> None:
+    def __init__(self, path: Path, state_path: Path, sink: LineSink, drop_bodies: bool = True) -> None:
         self.path = Path(path)
         self.state_path = Path(state_path)
         self.sink = sink

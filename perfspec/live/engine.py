@@ -10,8 +10,12 @@ arrived: the requests whose verification the runtime would have had ready. An ac
 ``top`` is *unexpected* (the DeepLog-style signal security reviewers want);
 it is handed to ``on_unexpected`` with its window. Times are the log's (seconds since the epoch), so a
 replay at any speed measures the lead the runtime would have had; latencies are measured here.
-Windows hold vocabulary ids (``<unk>`` for unknown actions); a window of only unknown actions makes no
-prediction. The engine is single-threaded by design: callers feed it in arrival order.
+Windows hold vocabulary ids (``<unk>`` for unknown actions) and the action names they came from, so a
+new model (``swap``) re-encodes them with its own vocabulary between two actions; a window of only
+unknown actions makes no prediction. Lead times and latencies go into fixed-bucket histograms
+(``metrics.Histogram``, bounded memory for a live service); ``samples=True`` (a replay, bounded by its
+log) keeps every exact value as well. The engine is single-threaded by design: callers feed it in
+arrival order.
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ import numpy as np
 
 from perfspec.learn.predict import Predictor
 from perfspec.learn.scoring import KS
+from perfspec.live.metrics import LATENCY_BUCKETS_MS, LEAD_BUCKETS_MS, Histogram
 
 #: The ranks scored for every prediction (hit@k, the offline top-k up to 10); the engine keeps
 #: this many candidates.
 HIT_KS = tuple(k for k in KS if k <= 10)
 GLOBAL = "global"
+#: Vocabularies up to this size are ranked with one stable sort (faster there than a partition).
+SORT_BELOW = 1024
 
 
 @dataclass
@@ -41,6 +48,7 @@ class Pending:
     emitted_at: float  # log time (seconds) at which the prediction was out
     window: list[str]
     version: str
+    probabilities: list[float] = field(default_factory=list)  # of ``ranked``, in order
 
 
 @dataclass
@@ -57,8 +65,10 @@ class Scored:
 
 @dataclass
 class OnlineMetrics:
-    """Counters and samples of everything the engine scored (kept whole: a replay is bounded)."""
+    """Counters and histograms of everything the engine scored; with ``samples``, every exact lead time
+    and latency too (a replay: bounded by its log; a live service keeps histograms only)."""
 
+    samples: bool = True
     actions: int = 0
     predictions: int = 0
     scored: int = 0
@@ -68,16 +78,33 @@ class OnlineMetrics:
     hits_in_time: dict[int, int] = field(default_factory=lambda: dict.fromkeys(HIT_KS, 0))
     lead_ms: list[float] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
+    lead_histogram: Histogram = field(default_factory=lambda: Histogram(LEAD_BUCKETS_MS))
+    latency_histogram: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_MS))
+
+    def observe_lead(self, lead_ms: float) -> None:
+        self.lead_histogram.observe(lead_ms)
+        if self.samples:
+            self.lead_ms.append(lead_ms)
+
+    def observe_latency(self, latency_ms: float) -> None:
+        self.latency_histogram.observe(latency_ms)
+        if self.samples:
+            self.latency_ms.append(latency_ms)
 
     def hit_at(self) -> dict[str, float]:
         return {str(k): (self.hits[k] / self.scored if self.scored else 0.0) for k in HIT_KS}
 
     def summary(self) -> dict[str, Any]:
-        def quantiles(values: list[float], qs: tuple[int, ...]) -> dict[str, float | None]:
+        def quantiles(
+            values: list[float], histogram: Histogram, qs: tuple[int, ...]
+        ) -> dict[str, float | None]:
+            if not self.samples:  # estimated from the buckets, as Prometheus would
+                found = [histogram.quantile(q / 100) for q in qs]
+                return {f"p{q}": None if v is None else round(v, 4) for q, v in zip(qs, found, strict=True)}
             if not values:
                 return {f"p{q}": None for q in qs}
-            found = np.percentile(np.asarray(values), qs)
-            return {f"p{q}": round(float(v), 4) for q, v in zip(qs, found, strict=True)}
+            exact = np.percentile(np.asarray(values), qs)
+            return {f"p{q}": round(float(v), 4) for q, v in zip(qs, exact, strict=True)}
 
         share = lambda n: n / self.scored if self.scored else 0.0  # noqa: E731 - a local formula
         return {
@@ -87,8 +114,8 @@ class OnlineMetrics:
             "hit_at": self.hit_at(),
             "in_time": share(self.in_time),
             "precomputed_at": {str(k): share(self.hits_in_time[k]) for k in HIT_KS},
-            "lead_time_ms": quantiles(self.lead_ms, (50, 90, 99)),
-            "latency_ms": quantiles(self.latency_ms, (50, 99)),
+            "lead_time_ms": quantiles(self.lead_ms, self.lead_histogram, (50, 90, 99)),
+            "latency_ms": quantiles(self.latency_ms, self.latency_histogram, (50, 99)),
             "unexpected": self.unexpected,
         }
 
@@ -96,11 +123,17 @@ class OnlineMetrics:
 class _Stream:
     __slots__ = ("ids", "metrics", "names", "pending")
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, samples: bool, per_stream: bool) -> None:
         self.ids: deque[int] = deque([0] * window, maxlen=window)
         self.names: deque[str] = deque(maxlen=window)
         self.pending: Pending | None = None
-        self.metrics = OnlineMetrics()  # goes with the stream when it is evicted
+        # goes with the stream when it is evicted
+        self.metrics = OnlineMetrics(samples=samples) if per_stream else None
+
+    def reencode(self, window: int, id_of: Callable[[str], int]) -> None:
+        """The same window under another model: its last ``window`` names, ids of the new vocabulary."""
+        self.names = deque(self.names, maxlen=window)
+        self.ids = deque([0] * (window - len(self.names)) + [id_of(n) for n in self.names], maxlen=window)
 
 
 class Engine:
@@ -114,6 +147,8 @@ class Engine:
         version: str | None = None,
         max_streams: int = 10_000,
         on_unexpected: Callable[[Scored], None] | None = None,
+        samples: bool = True,
+        per_stream: bool = True,
     ) -> None:
         if not 1 <= top <= max(HIT_KS):
             raise ValueError(f"top must be between 1 and {max(HIT_KS)}")
@@ -123,7 +158,9 @@ class Engine:
         self.window = predictor.window
         self.max_streams = max_streams
         self.on_unexpected = on_unexpected
-        self.metrics = OnlineMetrics()
+        self.samples = samples
+        self.per_stream = per_stream  # per-stream metrics too (a live service needs only the totals)
+        self.metrics = OnlineMetrics(samples=samples)
         self._streams: OrderedDict[str, _Stream] = OrderedDict()  # least recently used first
         self._vocab = predictor.vocab
         self.evicted_streams = 0
@@ -131,7 +168,7 @@ class Engine:
     def _stream(self, name: str) -> _Stream:
         stream = self._streams.get(name)
         if stream is None:
-            stream = self._streams[name] = _Stream(self.window)
+            stream = self._streams[name] = _Stream(self.window, self.samples, self.per_stream)
             if len(self._streams) > self.max_streams:  # memory stays bounded with many actors
                 self._streams.popitem(last=False)
                 self.evicted_streams += 1
@@ -144,7 +181,7 @@ class Engine:
         made for it, then predict what comes next."""
         stream = self._stream(stream_name)
         scored = Scored(stream_name, action, at, predicted=stream.pending)
-        metrics = [self.metrics, stream.metrics]
+        metrics = [self.metrics] if stream.metrics is None else [self.metrics, stream.metrics]
         for m in metrics:
             m.actions += 1
         if stream.pending is not None:
@@ -155,7 +192,7 @@ class Engine:
             for m in metrics:
                 m.scored += 1
                 m.in_time += in_time
-                m.lead_ms.append(scored.lead_ms)
+                m.observe_lead(scored.lead_ms)
                 for k in HIT_KS:
                     hit = scored.rank is not None and scored.rank < k
                     m.hits[k] += hit
@@ -177,20 +214,44 @@ class Engine:
         probs = np.array(self.predictor.probabilities_batch(np.fromiter(stream.ids, np.int32)[None, :])[0])
         probs[0] = -np.inf  # <unk> is never a prediction
         count = min(max(HIT_KS), len(probs) - 1)
-        best = np.argpartition(-probs, count - 1)[:count]
-        best = best[np.lexsort((best, -probs[best]))]
+        negative = -probs
+        if len(probs) <= SORT_BELOW:  # a small vocabulary: one stable sort beats partition + sort
+            best = np.argsort(negative, kind="stable")[:count]
+        else:  # ties broken by id, as the stable sort does
+            best = np.argpartition(negative, count - 1)[:count]
+            best = best[np.lexsort((best, negative[best]))]
         tokens = self._vocab.tokens
-        ranked = [tokens[i] for i in best]
+        ranked = [tokens[i] for i in best.tolist()]
+        chances = probs[best].tolist()
         latency = time.perf_counter() - began
         for m in metrics:
             m.predictions += 1
-            m.latency_ms.append(latency * 1000.0)
-        return Pending(ranked, at + latency, list(stream.names), self.version)
+            m.observe_latency(latency * 1000.0)
+        return Pending(ranked, at + latency, list(stream.names), self.version, chances)
+
+    def swap(self, predictor: Predictor, version: str | None = None) -> None:
+        """Predict with ``predictor`` from the next action on. Windows are re-encoded from their action
+        names (a name the new vocabulary lacks becomes ``<unk>``; a longer window is left-padded);
+        predictions already out stay as they were made, and are scored against their own version."""
+        self.predictor = predictor
+        self.version = version or predictor.source
+        self._vocab = predictor.vocab
+        self.window = predictor.window
+        for stream in self._streams.values():
+            stream.reencode(self.window, self._vocab.id_of)
+
+    def forget_streams(self) -> None:
+        """Drop every window and pending prediction (a model whose streams are keyed otherwise)."""
+        self._streams.clear()
 
     @property
     def by_stream(self) -> dict[str, OnlineMetrics]:
         """The metrics of each stream still held (an evicted stream's go with it)."""
-        return {name: stream.metrics for name, stream in self._streams.items()}
+        return {name: s.metrics for name, s in self._streams.items() if s.metrics is not None}
+
+    @property
+    def stream_count(self) -> int:
+        return len(self._streams)
 
     def latest(self, stream_name: str = GLOBAL) -> Pending | None:
         """The prediction now waiting for ``stream_name``'s next action."""

@@ -10,7 +10,8 @@ yields) and ``plots/`` (lead time, hit@k over the log, hit@k per actor).
 
 ``replay.json``: ``events, actions, predictions, scored, hit_at.{1,3,5,10}, in_time,
 precomputed_at.{1,3,5,10}, lead_time_ms.{p50,p90,p99}, latency_ms.{p50,p99}, unexpected,
-model_versions, model, speed, top, per_actor`` (the busiest actors: ``actions, scored, hit_at``),
+model_versions, model, streams`` (``global``, or ``actor``: a window per actor class), ``speed, top,
+per_actor`` (the busiest actors: ``actions, scored, hit_at``),
 ``hit_at_last_tenth`` (the last 10 % of the log: comparable with a chronological hold-out when the model
 was trained on the start of this same log; over the whole log, positions it trained on inflate hit@k),
 ``elapsed_seconds``.
@@ -32,7 +33,8 @@ from perfspec.actions import build_actions
 from perfspec.errors import InputError
 from perfspec.fileio import atomic_open, write_json_atomic
 from perfspec.learn.predict import Predictor
-from perfspec.live.engine import HIT_KS, Engine, Scored
+from perfspec.live.engine import GLOBAL, HIT_KS, Engine, Scored
+from perfspec.live.models import version_of
 from perfspec.settings import ActionsSettings
 
 #: Actors listed in ``per_actor`` (the busiest, by actions).
@@ -109,13 +111,15 @@ def replay(
             unexpected.write(orjson.dumps(row) + b"\n")
 
         engine = Engine(predictor, top=top, version=predictor.source, on_unexpected=record)
+        actor_streams = predictor.streams == "actor"  # an actor-stream model: a window per actor class
+        streams = [predictor.actor_class(a) for a in actors] if actor_streams else [GLOBAL] * len(actions)
         began = time.monotonic()
-        for position, (action, at) in enumerate(zip(actions, seconds, strict=True)):
+        for position, (action, at, stream) in enumerate(zip(actions, seconds, streams, strict=True)):
             if speed is not None:  # keep the recorded pace, scaled
                 wait = (at - seconds[0]) / speed - (time.monotonic() - began)
                 if wait > 0:
                     time.sleep(wait)
-            scored = engine.observe(action, float(at))
+            scored = engine.observe(action, float(at), stream)
             if scored.predicted is not None:
                 ranks[position] = -1 if scored.rank is None else scored.rank
             if progress is not None and position % 1000 == 0:
@@ -124,8 +128,9 @@ def replay(
     report: dict[str, Any] = {
         "events": events,
         **engine.metrics.summary(),
-        "model_versions": [_version_of(model, engine.version)],
+        "model_versions": [version_of(model, engine.version)],
         "model": model,
+        "streams": predictor.streams,
         "speed": "max" if speed is None else speed,
         "top": top,
         "per_actor": _per_actor(actors, ranks),
@@ -137,19 +142,8 @@ def replay(
     return report
 
 
-def _version_of(model: str, source: str) -> str:
-    """What produced the predictions: a registry alias resolved to its version (``models:/perfspec/3``),
-    else the file or URI that was loaded."""
-    name, _, alias = model.removeprefix("models:/").partition("@")
-    if not model.startswith("models:/") or not alias:
-        return source
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    try:  # the store was set by Predictor.load for this URI
-        return f"models:/{name}/{MlflowClient().get_model_version_by_alias(name, alias).version}"
-    except MlflowException:
-        return source
+#: Kept importable under its old name (the alias resolution now lives in ``live.models``).
+_version_of = version_of
 
 
 def _hit_at(ranks: np.ndarray) -> dict[str, float]:
@@ -160,7 +154,8 @@ def _hit_at(ranks: np.ndarray) -> dict[str, float]:
 
 
 def _per_actor(actors: list[str | None], ranks: np.ndarray) -> dict[str, dict[str, Any]]:
-    """hit@k of the global stream's predictions, split by who made the predicted action."""
+    """hit@k of the predictions, split by who made the predicted action (with an actor-stream model,
+    each was made from that actor class's own window)."""
     names = np.array([a or "(none)" for a in actors], dtype=object)
     counts = Counter(names.tolist())
     busiest = sorted(counts, key=lambda n: (-counts[n], n))[:TOP_ACTORS]
