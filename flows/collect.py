@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 
 from flows.config import flow_settings
+from flows.hooks import ON_FAILURE
 from flows.steps import run_step
 from perfspec.collect.helm import find_helm
 from perfspec.errors import EnvironmentProblem, InputError
@@ -53,7 +54,12 @@ def ensure_limit(name: str, slots: int = 1) -> None:
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
 
 
-@flow(name="collect", description="Run a Helm install/uninstall campaign while audit events are recorded.")
+@flow(
+    name="collect",
+    description="Run a Helm install/uninstall campaign while audit events are recorded.",
+    on_failure=ON_FAILURE,
+    on_crashed=ON_FAILURE,
+)
 def collect(
     campaign_file: Path,
     cluster: str | None = None,

@@ -9,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import PositiveInt
 
 from flows.config import SAMPLE_LOG_NAME, flow_settings
+from flows.hooks import ON_FAILURE
 from flows.prepare import prepare
 from flows.summary import markdown_summary, topk_rows
 from flows.sweep import sweep as sweep_flow
@@ -33,6 +34,8 @@ def mlflow_run_url(tracking_uri: str, run_id: str) -> str | None:
 @flow(
     name="pipeline",
     description="Audit logs -> actions -> dataset -> n-gram vs neural (blocked CV) -> MLflow @champion",
+    on_failure=ON_FAILURE,
+    on_crashed=ON_FAILURE,
 )
 def pipeline(
     sources: list[str] | None = None,

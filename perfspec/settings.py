@@ -204,6 +204,11 @@ class PrefectSettings(_Section):
     sample_epochs: int = Field(20, gt=0, description="epochs when `pipeline` runs on the bundled sample")
     work_pool: str = "perfspec"
     startup_timeout_seconds: int = Field(60, gt=0, description="ephemeral Prefect server cold start")
+    alert_webhook_url: str | None = Field(
+        None,
+        description="a failed or crashed pipeline/collect run posts a JSON message here (off when unset)",
+    )
+    alert_timeout_seconds: float = Field(5.0, gt=0, description="how long an alert may take to send")
 
 
 class CampaignSettings(_Section):
