@@ -1,4 +1,4 @@
-"""``python -m bench [clean|predict|sweep|receiver|live] [options]``: run one benchmark, or all of them
+"""``python -m bench [clean|predict|sweep|receiver|live|scaleout] [options]``: one benchmark, or all
 with no name.
 
 Each benchmark is a module ``bench.<name>_bench`` with ``main(argv: list[str] | None) -> None``;
@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("clean", "predict", "sweep", "receiver", "live")
+BENCHMARKS = ("clean", "predict", "sweep", "receiver", "live", "scaleout")
 
 
 def _load(name: str):  # type: ignore[no-untyped-def]

@@ -204,6 +204,12 @@ class PrefectSettings(_Section):
     sample_epochs: int = Field(20, gt=0, description="epochs when `pipeline` runs on the bundled sample")
     work_pool: str = "perfspec"
     startup_timeout_seconds: int = Field(60, gt=0, description="ephemeral Prefect server cold start")
+    task_runner: Literal["sequential", "dask"] = Field(
+        "sequential",
+        description="where clean's pass 1 runs: here, or on Dask (a local cluster, or dask_address)",
+    )
+    dask_address: str | None = Field(None, description="an existing Dask scheduler, e.g. tcp://host:8786")
+    dask_workers: int = Field(2, ge=1, description="worker processes of the local Dask cluster")
     alert_webhook_url: str | None = Field(
         None,
         description="a failed or crashed pipeline/collect run posts a JSON message here (off when unset)",

@@ -22,9 +22,13 @@ from tasks.records import ActionsOutput, CleanOutput, DatasetOutput
 def clean_audit_logs(sources: list[str], out_dir: str, settings: CleanSettings) -> CleanOutput:
     """Raw audit logs -> ``events.parquet`` + ``summary.json`` + ``rejects.jsonl`` in ``out_dir``."""
     from perfspec.audit.clean import clean_sources
+    from perfspec.scaleout import clean_executor
+    from perfspec.settings import get_settings
 
     out = Path(out_dir)
-    summary = clean_sources([Path(s) for s in sources], out, settings)
+    # where pass 1 runs is not a parameter (nor part of the cache key): the outputs are the same bytes
+    with clean_executor(get_settings().prefect) as executor:
+        summary = clean_sources([Path(s) for s in sources], out, settings, executor=executor)
     incomplete = [f.file for f in summary.incomplete_files]
     if incomplete:
         # Same rule as `perfspec clean`: keep what was read before the break, but say so loudly.

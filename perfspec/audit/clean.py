@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,6 +39,7 @@ from perfspec.audit.rejects import RejectWriter
 from perfspec.audit.schema import EVENTS_SCHEMA
 from perfspec.audit.sources import OUTPUT_FILES, OpenedSource, expand_sources, line_start_after, open_source
 from perfspec.audit.worker import EXIT_WRITE_FAILED
+from perfspec.audit.worker import run as run_job
 from perfspec.errors import EnvironmentProblem, InputError
 from perfspec.fileio import atomic_open, atomic_path, ensure_writable_dir, write_json_atomic
 from perfspec.settings import CleanSettings
@@ -73,7 +75,11 @@ class CleanSummary:
 
 
 def clean_sources(
-    sources: Sequence[Path], out_dir: Path, settings: CleanSettings, progress: bool = False
+    sources: Sequence[Path],
+    out_dir: Path,
+    settings: CleanSettings,
+    progress: bool = False,
+    executor: Executor | None = None,
 ) -> CleanSummary:
     """Clean audit logs into ``out_dir/{events.parquet, rejects.jsonl, summary.json}``.
 
@@ -84,6 +90,10 @@ def clean_sources(
     ``EnvironmentProblem`` when ``out_dir`` cannot be written (checked before reading; a full disk
     midway too). A compressed file that breaks midway keeps the rows read before the break and is
     listed in ``incomplete_files``.
+
+    ``executor`` (e.g. a Dask cluster's, ``perfspec.scaleout``): pass 1 of every file (and of every byte
+    range of a large JSON-lines file) runs there, all files at once; pass 2 runs here. The outputs are
+    the same bytes as without it. ``out_dir`` must then be on storage the executor's workers share.
     """
     out_dir = Path(out_dir)
     files = expand_sources(sources, out_dir)
@@ -99,7 +109,10 @@ def clean_sources(
             _progress_bar(progress, files) as advance,
         ):
             rejects = RejectWriter(rejects_handle, settings.reject_raw_max_chars)
-            parts = _pass_one(files, Path(work_dir), settings, rejects, summary, advance)
+            if executor is None:
+                parts = _pass_one(files, Path(work_dir), settings, rejects, summary, advance)
+            else:
+                parts = _pass_one_on(executor, files, Path(work_dir), settings, rejects, summary, advance)
             _check_something_to_write(summary, parts, rejects, sources)
             # From here on the outputs get replaced: no summary = no finished run. A re-run that fails
             # before this point (bad input) leaves the previous, complete output untouched.
@@ -184,6 +197,72 @@ def _pass_one(
     return parts
 
 
+def _pass_one_on(
+    executor: Executor,
+    files: list[tuple[Path, bool]],
+    work_dir: Path,
+    settings: CleanSettings,
+    rejects: RejectWriter,
+    summary: CleanSummary,
+    advance: Any,
+) -> list[PartResult]:
+    """Pass 1 as jobs on ``executor``: a whole file each, or the byte ranges of a large JSON-lines file;
+    all submitted first, then stitched in file order (the same parts, rejects and counts)."""
+    planned: list[tuple[OpenedSource, list[tuple[Future[None], Path]], bool]] = []
+    for path, explicit in files:
+        try:
+            source = open_source(path)
+        except InputError as error:
+            if explicit:
+                raise
+            reason = str(error).split("\n")[0].removeprefix(f"{path}: ")
+            summary.skipped_files.append({"file": str(path), "reason": reason})
+            continue
+        with source:
+            ranges = _parallel_ranges(source, settings)
+            jobs = []
+            for start, end in ranges or [(0, source.size)]:
+                job_dir = Path(tempfile.mkdtemp(prefix=f"job{len(planned)}-", dir=work_dir))
+                request = _request(source, job_dir, settings, start, end) | {"whole": not ranges}
+                jobs.append((executor.submit(run_job, request), job_dir))
+            planned.append((source, jobs, bool(ranges)))
+    parts: list[PartResult] = []
+    for source, jobs, ranged in planned:
+        for future, _ in jobs:
+            try:
+                future.result()
+            except OSError as error:
+                raise _write_problem(work_dir.parent, error) from error
+            except Exception as error:  # a worker's failure, as the executor reports it
+                raise EnvironmentProblem(
+                    f"{source.display}: a cleaning job failed ({type(error).__name__}: {error})",
+                    hint="re-run without the Dask runner (PERFSPEC_PREFECT__TASK_RUNNER=sequential)",
+                ) from error
+        counts, file_parts = _collect_jobs(source, [d for _, d in jobs], rejects)
+        if not ranged:  # a whole file: the worker counted it as the in-process reader does
+            result = json.loads((jobs[0][1] / "result.json").read_text())
+            counts = FileCounts(**result["counts"])
+            file_parts[0].file_rows = list(result["file_rows"])
+        parts.extend(file_parts)
+        summary.files.append(counts)
+        if advance is not None:
+            advance(source.size)
+    return parts
+
+
+def _request(
+    source: OpenedSource, job_dir: Path, settings: CleanSettings, start: int, end: int
+) -> dict[str, Any]:
+    return {
+        "path": str(source.path),
+        "display": source.display,
+        "start": start,
+        "end": end,
+        "settings": settings.model_dump(mode="json"),
+        "out_dir": str(job_dir),
+    }
+
+
 def _parallel_ranges(source: OpenedSource, settings: CleanSettings) -> list[tuple[int, int]]:
     """Byte ranges, split at line starts, for worker processes; [] to read the file in-process."""
     workers = settings.workers or os.cpu_count() or 1
@@ -212,14 +291,7 @@ def _clean_in_workers(
     jobs = []
     for index, (start, end) in enumerate(ranges):
         job_dir = Path(tempfile.mkdtemp(prefix=f"worker{index}-", dir=work_dir))
-        request = {
-            "path": str(source.path),
-            "display": source.display,
-            "start": start,
-            "end": end,
-            "settings": settings.model_dump(mode="json"),
-            "out_dir": str(job_dir),
-        }
+        request = _request(source, job_dir, settings, start, end)
         process = subprocess.Popen(  # stderr in a pipe, not a file: a full disk must not hide it
             [sys.executable, "-m", "perfspec.audit.worker", json.dumps(request)],
             stdin=subprocess.DEVNULL,
@@ -244,10 +316,17 @@ def _clean_in_workers(
             f"{source.display}: a parallel cleaning worker failed ({failures[0]})",
             hint="re-run with --workers 1 to clean in one process",
         )
+    return _collect_jobs(source, [job_dir for _, job_dir in jobs], rejects)
+
+
+def _collect_jobs(
+    source: OpenedSource, job_dirs: list[Path], rejects: RejectWriter
+) -> tuple[FileCounts, list[PartResult]]:
+    """The finished jobs of one file, in order: its parts, its rejects (line numbers made absolute)."""
     counts = FileCounts(source.display, source.format, source.compression)
     parts: list[PartResult] = []
     line_offset = 0
-    for _, job_dir in jobs:
+    for job_dir in job_dirs:
         result = json.loads((job_dir / "result.json").read_text())
         parts.append(
             PartResult(

@@ -1,9 +1,12 @@
-"""A parallel cleaning worker: pass 1 over one byte range of a large uncompressed JSON-lines file.
+"""A parallel cleaning worker: pass 1 over one byte range of a large uncompressed JSON-lines file, or
+over one whole file of any format.
 
-Run as ``python -m perfspec.audit.worker '<json request>'`` by ``clean._clean_in_workers``; a plain
-subprocess (not multiprocessing) so it works the same from the CLI, pytest or a Prefect worker. It
-writes into ``out_dir``: ``part.arrow`` (Arrow IPC), ``rejects.jsonl`` (line numbers relative to the range),
-``hashes.npy``, ``ranks.npy`` and, last, ``result.json`` (counts, lines in the range, time range).
+Run as ``python -m perfspec.audit.worker '<json request>'`` by ``clean._clean_in_workers`` (a plain
+subprocess, not multiprocessing, so it works the same from the CLI, pytest or a Prefect worker), or
+called as ``run(request)`` on an executor's worker (a Dask cluster: ``perfspec.scaleout``). It writes into
+``out_dir``: ``part.arrow`` (Arrow IPC), ``rejects.jsonl`` (line numbers relative to the range),
+``hashes.npy``, ``ranks.npy`` and, last, ``result.json`` (counts, lines in the range, time range; for a
+whole file, its ``FileCounts`` and rows).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import gc
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 
@@ -51,6 +55,7 @@ def _counting(blocks: Iterator[bytes], tally: list[int]) -> Iterator[bytes]:
 
 
 def run(request: dict) -> None:
+    """One job: a byte range (``start``, ``end``) of a JSON-lines file, or the ``whole`` file."""
     skip_pandas_probe()
     import numpy as np
 
@@ -60,18 +65,31 @@ def run(request: dict) -> None:
     from perfspec.fileio import write_json_atomic
     from perfspec.settings import CleanSettings
 
+    enabled = gc.isenabled()
     gc.disable()
     settings = CleanSettings.model_validate(request["settings"])
     out = Path(request["out_dir"])
     newlines = [0]
     counts = FileCounts(request["display"], "jsonl", "none")
-    with open(out / "rejects.jsonl", "wb") as handle:
-        rejects = RejectWriter(handle, settings.reject_raw_max_chars)
-        collector = PartReader(out / "part.arrow", settings, rejects)
-        collector.begin_file()
-        blocks = _counting(range_blocks(Path(request["path"]), request["start"], request["end"]), newlines)
-        collector.read_jsonl_lines(split_lines(blocks, settings.max_line_bytes), request["display"], counts)
-        part = collector.close()
+    try:
+        with open(out / "rejects.jsonl", "wb") as handle:
+            rejects = RejectWriter(handle, settings.reject_raw_max_chars)
+            collector = PartReader(out / "part.arrow", settings, rejects)
+            if request.get("whole"):
+                from perfspec.audit.sources import open_source
+
+                with open_source(Path(request["path"])) as source:
+                    counts = collector.read_source(source)
+            else:
+                collector.begin_file()
+                ranged = range_blocks(Path(request["path"]), request["start"], request["end"])
+                blocks = _counting(ranged, newlines)
+                lines = split_lines(blocks, settings.max_line_bytes)
+                collector.read_jsonl_lines(lines, request["display"], counts)
+            part = collector.close()
+    finally:
+        if enabled:
+            gc.enable()
     np.save(out / "hashes.npy", part.hashes)
     np.save(out / "ranks.npy", part.ranks)
     write_json_atomic(
@@ -83,6 +101,8 @@ def run(request: dict) -> None:
             "lines": newlines[0],
             "min_ts_us": part.min_ts_us,
             "max_ts_us": part.max_ts_us,
+            "counts": asdict(counts),
+            "file_rows": part.file_rows,
         },
     )
 
