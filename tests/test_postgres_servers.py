@@ -5,7 +5,6 @@ of docker-compose.yml; `perfspec pipeline` runs through both, and the servers ar
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.test_servers import BIN, REPO, _client, _free_port, _server
+from tests.test_servers import BIN, REPO, _client, _free_port, _server, server_env
 
 pytestmark = pytest.mark.slow
 SMALL = {  # a short pipeline: one neural family, tiny, 2 epochs, 2 folds; no per-actor run
@@ -65,12 +64,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
 @pytest.fixture(scope="module")
 def servers(postgres: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     root = tmp_path_factory.mktemp("pg-servers")
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "PERFSPEC_"))}
-    base |= {
-        "DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
+    base = server_env()
     prefect_port, mlflow_port = _free_port(), _free_port()
     prefect_env = base | {
         "PREFECT_HOME": str(root / "prefect-server"),

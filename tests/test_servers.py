@@ -57,15 +57,20 @@ def _server(cmd: list[str], env: dict[str, str], log: Path, health: str) -> Iter
             proc.wait()
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    root = tmp_path_factory.mktemp("servers")
+def server_env() -> dict[str, str]:
+    """This process's environment without Prefect/MLflow/perfspec settings, telemetry off."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "PERFSPEC_"))}
-    base |= {
+    return base | {
         "DO_NOT_TRACK": "true",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    root = tmp_path_factory.mktemp("servers")
+    base = server_env()
     prefect_port, mlflow_port = _free_port(), _free_port()
     prefect_env = base | {"PREFECT_HOME": str(root / "prefect-server"), "PREFECT_UI_ENABLED": "false"}
     mlflow_cmd = [

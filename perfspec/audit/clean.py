@@ -168,13 +168,8 @@ def _pass_one(
     parts: list[PartResult] = []
     collector: PartReader | None = None
     for path, explicit in files:
-        try:
-            source = open_source(path)
-        except InputError as error:
-            if explicit:
-                raise
-            reason = str(error).split("\n")[0].removeprefix(f"{path}: ")
-            summary.skipped_files.append({"file": str(path), "reason": reason})
+        source = _open_or_skip(path, explicit, summary)
+        if source is None:
             continue
         with source:
             source.on_progress(advance)
@@ -197,6 +192,19 @@ def _pass_one(
     return parts
 
 
+def _open_or_skip(path: Path, explicit: bool, summary: CleanSummary) -> OpenedSource | None:
+    """The opened file; a file found in a folder that is not an audit log is listed as skipped (None),
+    a file named explicitly raises."""
+    try:
+        return open_source(path)
+    except InputError as error:
+        if explicit:
+            raise
+        reason = str(error).split("\n")[0].removeprefix(f"{path}: ")
+        summary.skipped_files.append({"file": str(path), "reason": reason})
+        return None
+
+
 def _pass_one_on(
     executor: Executor,
     files: list[tuple[Path, bool]],
@@ -210,13 +218,8 @@ def _pass_one_on(
     all submitted first, then stitched in file order (the same parts, rejects and counts)."""
     planned: list[tuple[OpenedSource, list[tuple[Future[None], Path]], bool]] = []
     for path, explicit in files:
-        try:
-            source = open_source(path)
-        except InputError as error:
-            if explicit:
-                raise
-            reason = str(error).split("\n")[0].removeprefix(f"{path}: ")
-            summary.skipped_files.append({"file": str(path), "reason": reason})
+        source = _open_or_skip(path, explicit, summary)
+        if source is None:
             continue
         with source:
             ranges = _parallel_ranges(source, settings)
