@@ -7,9 +7,11 @@ from pathlib import Path
 from prefect import flow
 
 from flows.config import dataset_name, flow_settings
+from flows.runinfo import label_flow_run, record_settings, tag_value
 from flows.steps import run_step
 from perfspec.collect.inputs import check_files, resolve_sources
 from perfspec.errors import InputError
+from perfspec.settings import Settings
 from tasks.data import build_actions_task, build_dataset_task, clean_audit_logs
 from tasks.records import PreparedData
 
@@ -29,6 +31,7 @@ def prepare(
     datasets_dir = str(paths.datasets_dir.resolve())
     if actions_file is not None:
         actions_path = check_files([Path(actions_file)])[0]
+        _describe(settings, f"actions {actions_path.name}", actions_path.parent.name)
         dataset = run_step(
             build_dataset_task,
             actions_file=str(actions_path),
@@ -39,6 +42,7 @@ def prepare(
 
     resolved = resolve_sources(sources or [], paths.data_dir)
     label = name or dataset_name(resolved)
+    _describe(settings, f"{len(resolved)} file(s) as {label}", label)
     clean = run_step(
         clean_audit_logs,
         sources=[str(p) for p in resolved],
@@ -78,3 +82,11 @@ def prepare(
         dataset=dataset,
         actor_dataset=actor_dataset,
     )
+
+
+def _describe(settings: Settings, what: str, source: str) -> None:
+    """Name and tag this flow run from its input; record its effective settings."""
+    streams = "actor" if settings.dataset.streams == "actor" else "global"
+    name = f"prepare {what}, {settings.actions.preset} actions, w{settings.dataset.window}"
+    label_flow_run(name, [f"source:{tag_value(source)}", f"streams:{streams}"])
+    record_settings(settings, name)

@@ -39,9 +39,31 @@ def actor_lines(trained: TrainedRun) -> list[str]:
     if "unseen_actor_share" in m:
         lines.append(f"- test actions by actors unseen in training: {m['unseen_actor_share']:.1%}")
     registered = trained.promotion.decision.get("registered_model", "")
-    lines.append(f"- champion ({registered}): {trained.promotion.describe()}")
+    reason = trained.promotion.decision.get("reason")
+    lines.append(
+        f"- champion ({registered}): {trained.promotion.describe()}" + (f" ({reason})" if reason else "")
+    )
+    from perfspec.learn.tracking import kept_epochs
+
+    lines += [f"- training: {line}" for line in kept_epochs(m)]
     lines.append(f"- run dir: `{trained.run_dir}`, MLflow run `{trained.run_id}`")
     return lines
+
+
+def compare_link(trained: TrainedRun) -> str | None:
+    """The MLflow runs table of the run's experiment (``?workflowType=machine_learning``: not MLflow 3's
+    GenAI overview); for a local store, on the ``mlflow ui`` the pipeline's last lines start."""
+    import json
+    from pathlib import Path
+
+    try:
+        record = json.loads((Path(trained.run_dir) / "mlflow.json").read_text())
+        experiment_id = record["experiment_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    from perfspec.learn.tracking import experiment_url
+
+    return experiment_url(trained.tracking_uri, str(experiment_id))
 
 
 def markdown_summary(result: PipelineResult, ui_hint: str | None = None) -> str:
@@ -87,6 +109,9 @@ def markdown_summary(result: PipelineResult, ui_hint: str | None = None) -> str:
             f"- `{model.name}` ({model.family}): hold-out top-5 {model.test_top5:.4f}{cv}"
             + (f" ({extra})" if extra else "")
         )
+    from perfspec.learn.tracking import kept_epochs
+
+    lines += [f"- training: {line}" for line in kept_epochs(m)]
     lines.append(f"- candidate: `{m.get('champion_candidate')}` (best CV mean {m.get('target_metric')})")
     verdict = m.get("verdict") or {}
     paired = verdict.get("cv_paired_difference") or {}
@@ -116,6 +141,9 @@ def markdown_summary(result: PipelineResult, ui_hint: str | None = None) -> str:
     lines += ["", "## MLflow", f"- run `{trained.run_id}` in `{trained.tracking_uri}`"]
     if result.run_url:
         lines.append(f"- [open the run]({result.run_url})")
+    compare = compare_link(trained)
+    if compare:
+        lines.append(f"- compare runs (the experiment's runs table): {compare}")
     if ui_hint:
         lines.append(f"- {ui_hint}")
     return "\n".join(lines) + "\n"

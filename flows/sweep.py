@@ -9,7 +9,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import PositiveInt
 
 from flows.config import flow_settings
-from flows.train import score_and_track
+from flows.train import dataset_streams, describe_training, score_and_track
 from perfspec.learn.configs import sweep_configs
 from perfspec.learn.experiment import experiment_dir, read_fingerprint
 from perfspec.settings import get_settings
@@ -34,6 +34,8 @@ def sweep(
     chosen = list(families or settings.selection.sweep_families)
     settings = settings.with_section("selection", mixture="mixture" in chosen)
     configs = sweep_configs(settings.train, chosen)
-    run_dir = str(experiment_dir(settings, read_fingerprint(Path(dataset_dir)), configs, sweep=True))
+    fingerprint = read_fingerprint(Path(dataset_dir))
+    run_dir = str(experiment_dir(settings, fingerprint, configs, sweep=True))
     dataset = str(Path(dataset_dir).resolve())
+    describe_training(settings, configs, fingerprint, dataset_streams(Path(dataset_dir)), sweep=True)
     return score_and_track(settings, dataset, run_dir, configs, sweep=True)

@@ -8,8 +8,9 @@ from prefect import flow
 from pydantic import PositiveInt
 
 from flows.config import flow_settings
+from flows.runinfo import label_flow_run, record_settings, tag_value
 from flows.steps import run_mapped, run_step
-from perfspec.learn.configs import ModelConfig
+from perfspec.learn.configs import ModelConfig, label
 from perfspec.learn.experiment import default_configs, experiment_dir, read_fingerprint
 from perfspec.settings import Settings
 from tasks.learn import (
@@ -18,6 +19,7 @@ from tasks.learn import (
     promote_model,
     score_baselines,
     score_mixture_task,
+    start_run_task,
     train_model,
 )
 from tasks.records import ScoredModel, TrainedRun
@@ -54,12 +56,30 @@ def score_models(
 def score_and_track(
     settings: Settings, dataset_dir: str, run_dir: str, configs: list[ModelConfig], sweep: bool = False
 ) -> TrainedRun:
-    """Score every model, compare them, log the run (a sweep: parent + children) and decide the champion."""
-    scored = score_models(settings, dataset_dir, run_dir, configs)
-    names = [scored[0].name, "most_frequent", *(s.name for s in scored[1:])]  # scored[0]: the n-gram
-    metrics = run_step(
-        evaluate_model, dataset_dir=dataset_dir, run_dir=run_dir, settings=settings, names=names
+    """Score every model, compare them, log the run (a sweep: parent + children) and decide the champion.
+
+    The MLflow run is opened before training (``start-run``) so its duration and status are the
+    training's; a failure on the way marks it FAILED (a re-run reopens it)."""
+    from perfspec.learn.tracking import fail_run
+
+    models = [c.name for c in configs]
+    run_step(
+        start_run_task,
+        settings=settings,
+        dataset_dir=dataset_dir,
+        run_dir=run_dir,
+        models=models,
+        sweep=sweep,
     )
+    try:
+        scored = score_models(settings, dataset_dir, run_dir, configs)
+        names = [scored[0].name, "most_frequent", *(s.name for s in scored[1:])]  # scored[0]: the n-gram
+        metrics = run_step(
+            evaluate_model, dataset_dir=dataset_dir, run_dir=run_dir, settings=settings, names=names
+        )
+    except BaseException:
+        fail_run(settings, Path(run_dir))
+        raise
     run_id = run_step(
         log_run_task,
         settings=settings,
@@ -89,6 +109,47 @@ def train(
     """A re-run with the same dataset and settings resumes in the same run dir (``fresh`` starts anew)."""
     settings = flow_settings(data_dir, epochs)
     configs = default_configs(settings)
-    run_dir = str(experiment_dir(settings, read_fingerprint(Path(dataset_dir)), configs, fresh=fresh))
+    fingerprint = read_fingerprint(Path(dataset_dir))
+    run_dir = str(experiment_dir(settings, fingerprint, configs, fresh=fresh))
     dataset = str(Path(dataset_dir).resolve())
+    describe_training(settings, configs, fingerprint, dataset_streams(Path(dataset_dir)))
     return score_and_track(settings, dataset, run_dir, configs)
+
+
+def dataset_streams(dataset_dir: Path) -> str:
+    """``global`` or ``actor``: the stream kind a saved dataset was built with (its ``dataset.json``)."""
+    import json
+
+    try:
+        meta = json.loads((Path(dataset_dir) / "dataset.json").read_text())
+        saved = meta.get("settings") or {}
+        if isinstance(saved, str):
+            saved = json.loads(saved)
+        return str(saved.get("streams") or "global")
+    except (OSError, ValueError, AttributeError):
+        return "global"
+
+
+def describe_training(
+    settings: Settings, configs: list[ModelConfig], fingerprint: str, streams: str, sweep: bool = False
+) -> None:
+    """Name and tag this flow run from what it trains, and record its effective settings."""
+    models = " + ".join(label(c) for c in configs) or "n-gram"
+    per_actor = " per actor" if streams == "actor" else ""
+    kind = f"sweep {len(configs)} configs" if sweep else f"train{per_actor} {models}"
+    name = f"{kind}, {settings.train.epochs} epochs, data {fingerprint[:12]}"
+    tags = [f"family:{tag_value(c.family)}" for c in configs] + [
+        f"streams:{streams}",
+        f"data:{fingerprint[:12]}",
+        f"epochs:{settings.train.epochs}",
+        *(["sweep"] if sweep else []),
+    ]
+    label_flow_run(name, dict.fromkeys(tags))
+    used = [
+        f"{c.name}: {label(c)}, {settings.train.epochs} epochs max, patience {settings.train.patience}"
+        for c in configs
+    ]
+    used.append(
+        f"CV folds {settings.selection.cv_folds}, window {settings.dataset.window}, streams {streams}"
+    )
+    record_settings(settings, name, used)

@@ -10,6 +10,10 @@ writes to ``<data_dir>/mlflow/mlflow.db``; anything the user set (``PREFECT_API_
 from __future__ import annotations
 
 import os
+import re
+import shlex
+import sys
+import tempfile
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,13 +57,15 @@ class Runtime:
         return self.prefect_home / "prefect.db"
 
     def ui_hints(self) -> list[str]:
-        """Commands that open both UIs on what this process recorded."""
+        """Commands that open both UIs on what this process recorded; they work from any folder (the
+        programs and paths are absolute, not ``.venv/bin/...`` relative to a checkout)."""
         hints: list[str] = []
         api_url = self.prefect_api_url
         if api_url is None:  # embedded_prefect
+            home = shlex.quote(str(self.prefect_home.resolve()))
             hints.append(
-                f"Prefect UI:  PREFECT_HOME={self.prefect_home} PREFECT_SERVER_ANALYTICS_ENABLED=false "
-                ".venv/bin/prefect server start"
+                f"Prefect UI:  PREFECT_HOME={home} PREFECT_SERVER_ANALYTICS_ENABLED=false "
+                f"{venv_program('prefect')} server start"
                 "  (then http://127.0.0.1:4200)"
             )
         else:
@@ -69,11 +75,52 @@ class Runtime:
             hints.append(f"MLflow UI:   {uri}")
         else:
             hints.append(
-                f"MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
-                " --workers 1"
+                f"MLflow UI:   {venv_program('mlflow')} ui --backend-store-uri {shlex.quote(uri)} "
+                "--host 127.0.0.1 --port 5000 --workers 1"
                 "  (then http://127.0.0.1:5000)"
             )
         return hints
+
+
+def venv_program(name: str) -> str:
+    """The absolute path of ``name`` installed beside this Python (the project's venv), shell-quoted;
+    the bare name when it is not there (then it must be on PATH)."""
+    program = Path(sys.executable).absolute().parent / name
+    return shlex.quote(str(program)) if program.is_file() else name
+
+
+# What TensorFlow prints to the C++ stderr while it is imported, whatever TF_CPP_MIN_LOG_LEVEL says (the
+# absl notice comes before logging is initialised, so the level cannot filter it): nothing for our users.
+_TF_IMPORT_NOISE = re.compile(
+    r"absl::InitializeLog\(\)|oneDNN custom operations are on|cpu_feature_guard|"
+    r"This TensorFlow binary is optimized|Unable to register cu(DNN|FFT|BLAS) factory|"
+    r"computation placer already registered|TF-TRT Warning|Could not find cuda drivers|"
+    r"cuInit: UNKNOWN ERROR|failed call to cuInit"
+)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow once with file descriptor 2 captured, then pass on whatever it printed that is
+    not its known start-up noise (``_TF_IMPORT_NOISE``). Later ``import tensorflow``/``keras`` are
+    silent (the module is loaded). Anything else written to stderr meanwhile is passed on, in order."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401 - imported for its side effect: loaded once, quietly
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", errors="replace")
+    kept = [line for line in text.splitlines() if line.strip() and not _TF_IMPORT_NOISE.search(line)]
+    if kept:
+        sys.stderr.write("\n".join(kept) + "\n")
+        sys.stderr.flush()
 
 
 def configure_embedded(settings: Settings, environ: dict[str, str] | None = None) -> Runtime:

@@ -46,28 +46,74 @@ def score_baselines(dataset_dir: str, run_dir: str, selection: SelectionSettings
     return _scored(score_counts(Dataset.load(Path(dataset_dir)), Path(run_dir), selection, print), run_dir)
 
 
-def _progress_callback(name: str, total_epochs: int) -> Any:
-    """An ``on_epoch_end`` that keeps a Prefect progress artifact at ``epoch / epochs``."""
-    from uuid import UUID
+class _Progress:
+    """The ``training-progress`` artifact of one neural configuration: ``epoch / epochs`` while the
+    hold-out training runs, then 100 % with what happened (stopped early, the kept epoch, or nothing to
+    train on a re-run), so it never stays at 65 % or 0 %."""
 
-    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+    def __init__(self, name: str, total_epochs: int) -> None:
+        from uuid import UUID
 
-    artifact_id = create_progress_artifact(
-        progress=0.0, key="training-progress", description=f"Training {name} (hold-out): epochs done / epochs"
-    )
-    if not isinstance(artifact_id, UUID):  # Prefect's async_dispatch: a coroutine only in async code
-        raise TypeError(f"create_progress_artifact gave {type(artifact_id).__name__}, not a UUID (async?)")
+        from prefect.artifacts import create_progress_artifact
 
-    def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
+        self.name, self.total = name, total_epochs
+        artifact_id = create_progress_artifact(
+            progress=0.0,
+            key="training-progress",
+            description=f"Training {name}: CV folds first, then the hold-out training (epochs done / epochs)",
+        )
+        if not isinstance(artifact_id, UUID):  # Prefect's async_dispatch: a coroutine only in async code
+            raise TypeError(
+                f"create_progress_artifact gave {type(artifact_id).__name__}, not a UUID (async?)"
+            )
+        self.artifact_id = artifact_id
+        self.epochs_seen = 0
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        from prefect.artifacts import update_progress_artifact
+
+        self.epochs_seen += 1
         shown = ", ".join(f"{k}={v:.4f}" for k, v in logs.items())
         update_progress_artifact(
-            artifact_id=artifact_id,
-            progress=min(100.0, 100.0 * epoch / total_epochs),
-            description=f"Training {name}: epoch {epoch}/{total_epochs} ({shown})",
+            artifact_id=self.artifact_id,
+            progress=min(100.0, 100.0 * epoch / self.total),
+            description=f"Training {self.name}: epoch {epoch}/{self.total} ({shown})",
         )
-        print(f"{name} epoch {epoch}/{total_epochs}: {shown}")
+        print(f"{self.name} epoch {epoch}/{self.total}: {shown}")
 
-    return on_epoch_end
+    def finish(self, info: dict[str, Any]) -> str:
+        """100 % and one sentence: what the training did; returns that sentence (also printed)."""
+        from prefect.artifacts import update_progress_artifact
+
+        done = finished_training(self.name, info, self.total, trained_now=self.epochs_seen > 0)
+        update_progress_artifact(artifact_id=self.artifact_id, progress=100.0, description=done)
+        print(done)
+        return done
+
+
+def finished_training(name: str, info: dict[str, Any], total: int, trained_now: bool = True) -> str:
+    """What the progress artifact ends with: ``perfspec.learn.tracking.epoch_summary`` (the CLI's and the
+    MLflow description's wording), and whether it was trained now or reused."""
+    from perfspec.learn.tracking import epoch_summary
+
+    summary = epoch_summary(name, info, total)
+    if summary is None:
+        return f"{name}: nothing trained now (scores reused from an earlier run)"
+    return summary + ("" if trained_now else " (done earlier: nothing trained now)")
+
+
+@perfspec_task("start-run", timeout="task", transient=True)
+def start_run_task(
+    settings: Settings, dataset_dir: str, run_dir: str, models: list[str], sweep: bool = False
+) -> str:
+    """Open the MLflow run as training starts (its duration and status then mean something); ``log-run``
+    fills it in. Returns its id, or "" when this run dir's results are already logged."""
+    from perfspec.learn.dataset import Dataset
+    from perfspec.learn.tracking import opening_title, start_run
+
+    title = opening_title(Dataset.load(Path(dataset_dir)), models, sweep)
+    tags = {"perfspec.kind": "sweep"} if sweep else None
+    return start_run(settings, Path(run_dir), title, extra_tags=tags) or ""
 
 
 @perfspec_task("train-model", timeout="train", transient=False)
@@ -78,10 +124,15 @@ def train_model(
     from perfspec.learn.configs import ModelConfig
     from perfspec.learn.dataset import Dataset
     from perfspec.learn.experiment import score_neural
+    from perfspec.runtime import import_tensorflow_quietly
 
+    import_tensorflow_quietly()  # TensorFlow's start-up lines say nothing to our users
     model = ModelConfig.from_dict(config)
-    callback = _progress_callback(model.name, int(config["params"].get("epochs", 1)))
-    scores = score_neural(Dataset.load(Path(dataset_dir)), model, Path(run_dir), selection, print, callback)
+    progress = _Progress(model.name, int(config["params"].get("epochs", 1)))
+    scores = score_neural(
+        Dataset.load(Path(dataset_dir)), model, Path(run_dir), selection, print, progress.on_epoch_end
+    )
+    progress.finish(scores.info)
     return _scored(scores, run_dir)
 
 

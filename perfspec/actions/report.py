@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 PNG, PDF, CSV = "distribution.png", "distribution.pdf", "distribution.csv"
 _MAX_BUBBLE_AREA = 900.0  # points^2 of the largest bubble
 _NO_RESOURCE = "(none)"
+MAX_RESOURCE_ROWS = 40  # beyond this, the rarest resources share one row: the chart fits one screen
 
 
 def action_counts(actions_parquet: Path) -> list[tuple[str, str, int]]:
@@ -79,19 +80,46 @@ def write_distribution_report(actions_parquet: Path, out_dir: Path) -> list[Path
     return [out_dir / PNG, out_dir / PDF, out_dir / CSV]
 
 
+def group_tail(
+    counts: list[tuple[str, str, int]], max_rows: int = MAX_RESOURCE_ROWS
+) -> list[tuple[str, str, int]]:
+    """``counts`` with the long tail of resources summed per verb into one row, ``+N other resources``:
+    every resource seen only once, and any beyond the ``max_rows - 1`` busiest. Unchanged when nothing
+    would be grouped but a single row. The CSV keeps every resource."""
+    totals: dict[str, int] = {}
+    for _, resource, n in counts:
+        totals[resource] = totals.get(resource, 0) + n
+    ranked = sorted(totals, key=lambda r: (-totals[r], r))
+    kept = {r for r in ranked[: max_rows - 1] if totals[r] > 1}
+    if len(totals) - len(kept) <= 1:
+        return counts
+    other = f"+{len(ranked) - len(kept)} other resources"
+    grouped: dict[tuple[str, str], int] = {}
+    for verb, resource, n in counts:
+        key = (verb, resource if resource in kept else other)
+        grouped[key] = grouped.get(key, 0) + n
+    return sorted(((v, r, n) for (v, r), n in grouped.items()), key=lambda row: (-row[2], row[0], row[1]))
+
+
+def _is_other(resource: str) -> bool:
+    return resource.startswith("+") and resource.endswith(" other resources")
+
+
 def _figure(counts: list[tuple[str, str, int]], total: int) -> Figure:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    distinct = len(counts)
+    counts = group_tail(counts)
     verb_totals: dict[str, int] = {}
     resource_totals: dict[str, int] = {}
     for verb, resource, n in counts:
         verb_totals[verb] = verb_totals.get(verb, 0) + n
         resource_totals[resource] = resource_totals.get(resource, 0) + n
     verbs = sorted(verb_totals, key=lambda v: (-verb_totals[v], v))
-    resources = sorted(resource_totals, key=lambda r: (-resource_totals[r], r))
+    resources = sorted(resource_totals, key=lambda r: (_is_other(r), -resource_totals[r], r))  # tail last
     # Resources down the page (there are many), verbs across (there are few): readable at ~200 actions.
     row_of = {r: i for i, r in enumerate(resources)}
     col_of = {v: i for i, v in enumerate(verbs)}
@@ -123,7 +151,7 @@ def _figure(counts: list[tuple[str, str, int]], total: int) -> Figure:
     axes.grid(True, linestyle=":", linewidth=0.5, alpha=0.6, zorder=1)
     axes.set_ylabel("resource (total)")
     axes.set_title(
-        f"Action distribution: {total:,} actions, {len(counts)} distinct\n"
+        f"Action distribution: {total:,} actions, {distinct} distinct\n"
         "(verb x resource, bubble area = count)",
         fontsize=9,
     )

@@ -84,6 +84,7 @@ def _print_plan(spec: Any, steps: list[Any], as_json: bool) -> None:
         return
     from collections import Counter
 
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -92,19 +93,29 @@ def _print_plan(spec: Any, steps: list[Any], as_json: bool) -> None:
     shared = sorted(n for n, k in names.items() if k > 1)
     pauses = sum(s.pause_after_seconds for s in steps)
     order = "as listed" if spec.shuffle_seed is None else f"shuffled (seed {spec.shuffle_seed})"
-    table = Table(title=f"campaign {spec.name}: {len(steps)} steps", show_lines=False)
-    for column in ("#", "action", "chart", "version", "release = namespace", "timeout", "pause"):
-        table.add_column(column, justify="right" if column in ("#", "timeout", "pause") else "left")
-    for s in steps:
-        table.add_row(
-            str(s.index),
-            s.action,
-            s.chart.key,
-            s.chart.version or "-",
-            s.release,
-            f"{s.timeout_seconds}s",
-            f"{s.pause_after_seconds:g}s",
+    # chart and namespace are what a user checks: in a narrow terminal they wrap, they are never cut;
+    # timeout and pause, the same for every step of an action, then move to one line under the table
+    waits = {s.action: (s.timeout_seconds, s.pause_after_seconds) for s in steps}
+    uniform = len(waits) == len({(s.action, s.timeout_seconds, s.pause_after_seconds) for s in steps})
+    narrow = console.width < 120 and uniform
+    columns = ["#", "action", "chart", "version", "release = namespace"]
+    if not narrow:
+        columns += ["timeout", "pause"]
+    table = Table(title=f"campaign {spec.name}: {len(steps)} steps", box=box.SIMPLE_HEAD, padding=0)
+    table.show_edge = False
+    for column in columns:
+        whole = column in ("chart", "release = namespace")
+        table.add_column(
+            column,
+            justify="right" if column in ("#", "timeout", "pause") else "left",
+            overflow="fold" if whole else "ellipsis",
+            no_wrap=not whole,
         )
+    for s in steps:
+        cells = [str(s.index), s.action, s.chart.key, s.chart.version or "-", s.release]
+        if not narrow:
+            cells += [f"{s.timeout_seconds}s", f"{s.pause_after_seconds:g}s"]
+        table.add_row(*cells)
     console.print(table)
     console.print(
         f"{len(spec.charts)} charts x {spec.repetitions} repetition(s), mode {spec.mode}, "
@@ -112,6 +123,10 @@ def _print_plan(spec: Any, steps: list[Any], as_json: bool) -> None:
         + (f"; skipped: {', '.join(spec.skipped)}" if spec.skipped else "")
         + (f"; names shared by two repos (kept apart): {', '.join(shared)}" if shared else "")
     )
+    if narrow:
+        console.print(
+            "timeout, pause after: " + ", ".join(f"{action} {t}s, {p:g}s" for action, (t, p) in waits.items())
+        )
     console.print(f"pauses alone take {pauses / 60:.1f} min; dry run: nothing was touched.")
 
 

@@ -19,6 +19,20 @@ def register(app: typer.Typer) -> None:
     app.command("sweep")(sweep_command)
 
 
+DATA_DIR_HELP = (
+    "Data dir: datasets, runs and the MLflow store (<data dir>/mlflow/mlflow.db) are there "
+    "(default: PERFSPEC_PATHS__DATA_DIR, else ./perfspec-data)."
+)
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help=DATA_DIR_HELP)]
+
+
+def _settings(data_dir: Path | None):
+    """The one settings object, with ``--data-dir`` over PERFSPEC_PATHS__DATA_DIR."""
+    from perfspec.settings import get_settings
+
+    return get_settings().with_section("paths", data_dir=data_dir)
+
+
 STREAMS_HELP = (
     "global: one window over all actions (default); actor: one stream per requester, a window is the "
     "actor's own last W actions (needs ACTIONS = actions.parquet, which has usernames)."
@@ -87,6 +101,7 @@ def train_command(
     no_mlflow: Annotated[
         bool, typer.Option("--no-mlflow", help="Skip MLflow logging and the model registry.")
     ] = False,
+    data_dir: DataDir = None,
 ) -> None:
     """Score the n-gram, most-frequent, neural families and a mixture on ACTIONS; log the best.
 
@@ -95,9 +110,7 @@ def train_command(
     predictor.npz in --out, registered as `perfspec`, and moved to @champion only if it beats the
     champion beyond noise.
     """
-    from perfspec.settings import get_settings
-
-    settings = get_settings()
+    settings = _settings(data_dir)
     if split not in (None, "chronological", "kfold"):
         from perfspec.errors import InputError
 
@@ -132,7 +145,9 @@ def train_command(
         seed=seed,
     )
     from perfspec.learn.experiment import train_from_actions
+    from perfspec.runtime import import_tensorflow_quietly
 
+    import_tensorflow_quietly()  # TensorFlow's start-up lines say nothing to our users
     console = _stderr_console()
     outcome = train_from_actions(actions, out, settings, use_mlflow=not no_mlflow, say=console.print)
     print_outcome(outcome.metrics, outcome.run_dir, outcome.run_id, outcome.decision, settings)
@@ -232,6 +247,10 @@ def print_outcome(metrics, run_dir: Path, run_id, decision, settings) -> None:
             if isinstance(inputs[name], dict) and "top5" in inputs[name]
         )
         console.print(f"what each input adds (n-gram family, hold-out top-5): {shown}")
+    from perfspec.learn.tracking import kept_epochs
+
+    for line in kept_epochs(metrics):
+        console.print(f"training: {line}")
     console.print(f"run dir:  {run_dir}")
     console.print(f"metrics:  {Path(run_dir) / 'metrics.json'}")
     if run_id:
@@ -270,16 +289,21 @@ def predict_command(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    data_dir: DataDir = None,
 ) -> None:
-    """Print the most likely next actions after ACTIONS, with probabilities.
+    """Print the most likely next actions after ACTIONS, with probabilities, and which model answered
+    (for models:/NAME@ALIAS: the registered version and its MLflow run).
 
     Unknown actions are mapped to <unk> and reported; if none is known the command fails (exit 2).
     """
     # light imports only: with a predictor.npz nothing on this path imports TensorFlow or Keras
-    from perfspec.learn.predict import Predictor, describe
+    from perfspec.learn.predict import MODEL_URI_SCHEMES, Predictor, describe
 
-    predictor = Predictor.load(model)  # models:/ resolves in the project's store (settings)
+    settings = _settings(data_dir)
+    tracking_uri = settings.mlflow_tracking_uri if model.startswith(MODEL_URI_SCHEMES) else None
+    predictor = Predictor.load(model, tracking_uri=tracking_uri)  # models:/ resolves in the project's store
     prediction = predictor.predict(actions, top, actor)
+    known = len(predictor.vocab) - 1  # <unk> is never a prediction
     if as_json:
         typer.echo(json.dumps(describe(prediction, predictor)))
         return
@@ -295,6 +319,11 @@ def predict_command(
     for rank, (action, probability) in enumerate(prediction.actions, start=1):
         table.add_row(str(rank), action, f"{probability:.4f}")
     Console().print(table)
+    typer.echo(f"model: {answered_by(predictor, model)}")
+    if top > known:
+        print(
+            f"note: --top {top}, but the model knows {known} actions: all of them are listed", file=sys.stderr
+        )
     if prediction.unknown:
         print(f"warning: unknown actions mapped to <unk>: {', '.join(prediction.unknown)}", file=sys.stderr)
     if prediction.unseen_actor:
@@ -306,6 +335,16 @@ def predict_command(
         print(
             f"note: {prediction.padded} of {predictor.window} window slots padded with <unk>", file=sys.stderr
         )
+
+
+def answered_by(predictor, model: str) -> str:
+    """``models:/perfspec/3 (run 0123abcd…, mixture)`` or the path it was loaded from."""
+    info = predictor.info
+    name = info.get("name") or predictor.family
+    if info.get("model_version"):
+        run = f"run {info['run_id']}, " if info.get("run_id") else ""
+        return f"{info['model_version']} ({run}{name}; asked for {model})"
+    return f"{predictor.source} ({name})"
 
 
 def sweep_command(
@@ -335,15 +374,17 @@ def sweep_command(
     no_mlflow: Annotated[
         bool, typer.Option("--no-mlflow", help="Skip MLflow logging and the model registry.")
     ] = False,
+    data_dir: DataDir = None,
 ) -> None:
     """Compare several families and settings on the same CV folds and hold-out; log a parent MLflow run
     with one child run per model, register the best and promote it only if it earns @champion."""
     from perfspec.learn.configs import load_grid
     from perfspec.learn.sweep import run_sweep
-    from perfspec.settings import get_settings
+    from perfspec.runtime import import_tensorflow_quietly
 
+    import_tensorflow_quietly()
     settings = (
-        get_settings()
+        _settings(data_dir)
         .with_section("selection", cv_folds=cv)
         .with_section("train", epochs=epochs)
         .with_section("dataset", streams=_streams(streams))

@@ -72,16 +72,45 @@ def pipeline(
     if runtime.embedded_prefect:
         typer.echo(f"Prefect: ephemeral server on {runtime.prefect_database} (starts in ~10-60 s)", err=True)
 
+    from prefect import tags
+
     from flows.pipeline import pipeline as pipeline_flow
 
-    result = pipeline_flow(
-        sources=list(source) if source else None,
-        actions_file=actions.resolve() if actions else None,
-        epochs=epochs,
-        data_dir=data_dir.resolve() if data_dir else None,
-        fresh=fresh,
-    )
+    name, run_tags = pipeline_label(settings, source, actions, epochs)
+    with tags(*run_tags):  # on the pipeline run and every subflow and task run under it
+        result = pipeline_flow.with_options(flow_run_name=name)(
+            sources=list(source) if source else None,
+            actions_file=actions.resolve() if actions else None,
+            epochs=epochs,
+            data_dir=data_dir.resolve() if data_dir else None,
+            fresh=fresh,
+        )
     _print_result(result, runtime.ui_hints(), settings.paths.data_dir.resolve())
+
+
+def pipeline_label(
+    settings: Settings, source: list[str] | None, actions: Path | None, epochs: int | None
+) -> tuple[str, list[str]]:
+    """The pipeline run's name and tags, from what it does: ``pipeline sample, lstm+gru, 20 epochs``."""
+    from flows.runinfo import tag_value
+
+    if actions is not None:
+        what = f"actions {actions.name}"
+    elif source:
+        what = ", ".join(Path(s).name for s in source[:2]) + (
+            f" +{len(source) - 2}" if len(source) > 2 else ""
+        )
+    else:
+        what = "sample"
+    shown = epochs or (
+        settings.prefect.sample_epochs if not source and actions is None else settings.train.epochs
+    )
+    families = "+".join(settings.selection.train_families)
+    sweep = " sweep" if settings.selection.nightly_sweep else ""
+    name = f"pipeline {what},{sweep} {families}, {shown} epochs"
+    run_tags = [f"source:{tag_value(what.replace('actions ', ''))}", "cli"]
+    run_tags += [f"family:{family}" for family in settings.selection.train_families]
+    return name, run_tags
 
 
 def _print_result(result: PipelineResult, hints: list[str], data_dir: Path) -> None:
@@ -113,7 +142,11 @@ def _print_result(result: PipelineResult, hints: list[str], data_dir: Path) -> N
         for row in rows:
             table.add_row(*(str(v) for v in row.values()))
         console.print(table)
-    console.print(f"model: {trained.promotion.describe()}")
+    from perfspec.learn.tracking import kept_epochs
+
+    for line in kept_epochs(trained.metrics):
+        console.print(f"training: {line}")
+    console.print(f"model: {trained.promotion.describe()}{_reason(trained.promotion.decision)}")
     if result.actor_trained is not None:
         from flows.summary import actor_lines
 
@@ -125,8 +158,19 @@ def _print_result(result: PipelineResult, hints: list[str], data_dir: Path) -> N
     console.print(f"  MLflow   run {trained.run_id} in {trained.tracking_uri}")
     if result.run_url:
         console.print(f"           {result.run_url}")
+    from flows.summary import compare_link
+
+    compare = compare_link(trained)
+    if compare:
+        console.print(f"compare runs: {compare}")
     for hint in hints:
         console.print(hint)
+
+
+def _reason(decision: dict) -> str:
+    """`` (why)``: the computed reason of a champion decision, when there is one."""
+    reason = decision.get("reason")
+    return f" ({reason})" if reason else ""
 
 
 def deploy(

@@ -436,7 +436,11 @@ def train_from_actions(
     dataset_dir = save_dataset(dataset, settings.paths.datasets_dir)
     configs = default_configs(settings)
     run_dir = Path(out_dir) if out_dir is not None else experiment_dir(settings, dataset.fingerprint, configs)
-    metrics = run_experiment(dataset, configs, run_dir, settings, say, on_epoch_end)
+    from perfspec.learn.tracking import opening_title, training_run
+
+    title = opening_title(dataset, [c.name for c in configs])
+    with training_run(settings, run_dir, title, enabled=use_mlflow):  # duration = the training's
+        metrics = run_experiment(dataset, configs, run_dir, settings, say, on_epoch_end)
     outcome = TrainOutcome(dataset, dataset_dir, run_dir, metrics)
     if use_mlflow:
         from perfspec.learn.promotion import register_and_promote

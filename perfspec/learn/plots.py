@@ -141,17 +141,25 @@ def per_action_accuracy(
     """Top-1 recall per action (the ``limit`` most frequent test targets), one bar per model."""
     import numpy as np
 
-    shown = list(rows)[:limit]
+    shown = [row for row in rows if int(row.get("support", 1)) > 0][:limit]  # type: ignore[call-overload]
     plt, fig = _figure(10, max(3.0, 0.28 * len(shown) + 1.5))
     ax = fig.add_subplot(1, 1, 1)
     height = 0.8 / max(len(models), 1)
     positions = np.arange(len(shown))
     for index, model in enumerate(models):
         values = [float(row[f"{model}_recall"]) for row in shown]  # type: ignore[arg-type]
-        ax.barh(positions + index * height, values, height=height, label=model)
+        bars = ax.barh(positions + index * height, values, height=height, label=model)
+        # the value at the end of each bar: a recall of 0 reads "0", not as a missing bar
+        ax.bar_label(
+            bars,
+            labels=[f"{v:.2f}".rstrip("0").rstrip(".") or "0" for v in values],
+            fontsize=5,
+            padding=1.5,
+            color=bars.patches[0].get_facecolor() if bars.patches else None,
+        )
     ax.set_yticks(positions + height * (len(models) - 1) / 2)
     ax.set_yticklabels([f"{row['action']} (n={row['support']})" for row in shown], fontsize=7)
-    ax.set_xlim(-0.02, 1)  # a recall of 0 still shows as a tick at 0
+    ax.set_xlim(0, 1.08)  # room for the value labels
     ax.invert_yaxis()
     ax.set_xlabel("top-1 recall on the test split")
     ax.set_title(f"Per-action accuracy ({len(shown)} most frequent test actions)")

@@ -179,15 +179,19 @@ class Predictor:
         from mlflow.exceptions import MlflowException
 
         if tracking_uri:
+            check_store(tracking_uri, uri)  # never create an empty store just to read from it
             use_store(tracking_uri)  # runs and registry alike: models:/ resolves in the same store
+        registered = resolve_registered(uri, tracking_uri)
         with tempfile.TemporaryDirectory(prefix="perfspec-model-") as tmp:
             if use_bundle:  # only the bundle: no Keras file, no TensorFlow
                 try:
-                    return cls.from_bundle(
+                    predictor = cls.from_bundle(
                         _download_bundle(uri, Path(tmp) / "bundle"),
                         source=uri,
                         keras_loader=lambda: cls._load_mlflow(uri, tracking_uri, False).model,
                     )
+                    predictor.info |= registered
+                    return predictor
                 except (MlflowException, OSError, BundleError):
                     pass  # a model logged before bundles existed (or one we cannot read): the full model
             try:
@@ -202,7 +206,9 @@ class Predictor:
                 ) from error
             except OSError as error:
                 raise EnvironmentProblem(f"cannot reach the MLflow store for {uri}: {error}") from error
-            return cls._from_model_dir(local, uri)
+            predictor = cls._from_model_dir(local, uri)
+            predictor.info |= registered
+            return predictor
 
     @classmethod
     def _from_model_dir(cls, local: Path, uri: str) -> Predictor:
@@ -320,6 +326,80 @@ class Predictor:
                 reduce_retracing=True,
             )
         return np.asarray(self._compiled(tf.constant(ids)))
+
+
+STORE_HINT = (
+    "the store is <data dir>/mlflow/mlflow.db: pass --data-dir DIR (or set PERFSPEC_PATHS__DATA_DIR, or "
+    "MLFLOW_TRACKING_URI) to the data dir that holds it, or give --model a run dir"
+)
+
+
+def check_store(tracking_uri: str, uri: str = "the model") -> None:
+    """An ``InputError`` when a local SQLite store does not exist: reading from it must not create it
+    (MLflow would create an empty database, then say the model is not found)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    path = Path(tracking_uri.removeprefix("sqlite:///"))
+    if not path.is_file():
+        raise InputError(f"cannot load {uri}: no MLflow store at {path}", hint=STORE_HINT)
+
+
+def _registry_hint(client: Any, name: str) -> str:
+    """What the registry holds, so the user can pick an existing name, alias or version."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        models = client.search_registered_models(max_results=20)
+    except MlflowException:
+        return STORE_HINT
+    if not models:
+        return "this store has no registered model yet: train one (perfspec train / perfspec pipeline)"
+    found = next((m for m in models if m.name == name), None)
+    if found is None:
+        names = ", ".join(sorted(m.name for m in models))
+        return f"registered models in this store: {names}"
+    aliases = ", ".join(f"@{a} (v{v})" for a, v in sorted((found.aliases or {}).items())) or "none"
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    listed = ", ".join(map(str, versions[-10:]))
+    return f"{name} has versions {listed} and aliases {aliases}: use models:/{name}@ALIAS or models:/{name}/N"
+
+
+def resolve_registered(uri: str, tracking_uri: str | None) -> dict[str, Any]:
+    """For ``models:/NAME@ALIAS`` or ``models:/NAME/N``: which version (and run) answers, as
+    ``{"registered_model", "registered_version", "model_version": "models:/NAME/N", "run_id"}``; an
+    ``InputError`` naming what the registry holds when the name, alias or version does not exist.
+    {} for other URIs."""
+    import re
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", uri)
+    if match is None:
+        return {}
+    name, alias, number = match.groups()
+    client = MlflowClient(tracking_uri) if tracking_uri else MlflowClient()
+    try:
+        version = (
+            client.get_model_version_by_alias(name, alias)
+            if alias
+            else client.get_model_version(name, number)
+        )
+    except MlflowException as error:
+        what = (
+            f"no version of {name!r} has the alias @{alias}" if alias else f"{name!r} has no version {number}"
+        )
+        try:
+            client.get_registered_model(name)
+        except MlflowException:
+            what = f"no registered model {name!r}"
+        raise InputError(f"cannot load {uri}: {what}", hint=_registry_hint(client, name)) from error
+    return {
+        "registered_model": name,
+        "registered_version": str(version.version),
+        "model_version": f"models:/{name}/{version.version}",
+        "run_id": version.run_id,
+    }
 
 
 def _download_bundle(uri: str, directory: Path) -> Path:

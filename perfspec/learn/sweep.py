@@ -137,7 +137,11 @@ def run_sweep(
         f"sweep: {len(configs)} neural configs ({names}) + n-gram + most frequent"
         + (" + mixture" if selection.mixture else "")
     )
-    metrics = run_experiment(dataset, configs, run_dir, settings, say)
+    from perfspec.learn.tracking import opening_title, training_run
+
+    title = opening_title(dataset, [c.name for c in configs], sweep=True)
+    with training_run(settings, run_dir, title, enabled=use_mlflow, extra_tags={"perfspec.kind": "sweep"}):
+        metrics = run_experiment(dataset, configs, run_dir, settings, say)
     outcome = SweepOutcome(dataset, run_dir, configs, metrics)
     if use_mlflow:
         from perfspec.learn.promotion import register_and_promote

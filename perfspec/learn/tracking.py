@@ -19,6 +19,7 @@ import contextlib
 import io
 import tempfile
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ from perfspec.settings import Settings
 MODEL_ARTIFACT = "model"
 TAG_CANDIDATE = "champion_candidate"
 HEADLINE_K = (1, 5, 10)
+LEARNING_SECTIONS = ("actions", "dataset", "train", "selection")
+DISTRIBUTION_PLOT = "distribution.png"  # written by `perfspec actions` beside actions.txt/.parquet
 REGISTERED_MODEL_DESCRIPTION = (
     "PerfSPEC next-action predictor: given the last W Kubernetes API actions (verb_resource), the "
     "most likely next ones, so that their policy verification is computed before they arrive. Each "
@@ -83,8 +86,12 @@ def configure(settings: Settings) -> str:
 
 def experiment_link(settings: Settings, experiment_id: str, ui_url: str = "http://127.0.0.1:5000") -> str:
     """The MLflow UI page with the experiment's runs table (not MLflow 3's GenAI overview)."""
-    uri = settings.mlflow_tracking_uri
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else ui_url
+    return experiment_url(settings.mlflow_tracking_uri, experiment_id, ui_url)
+
+
+def experiment_url(tracking_uri: str, experiment_id: str, ui_url: str = "http://127.0.0.1:5000") -> str:
+    """``experiment_link`` for a tracking URI: a server's own address, else the ``mlflow ui`` default."""
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else ui_url
     return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
@@ -187,17 +194,35 @@ def logged_run(settings: Settings, run_dir: Path) -> str | None:
 
 
 def run_title(metrics: dict[str, Any], label: str | None = None) -> str:
-    """``<candidate> · w10 · 10,821 actions`` (or ``label · ...``): what a person reads in the runs table."""
+    """``<candidate> · per actor · <config> · w10 · 10,821 actions`` (or ``label · ...``): what a person
+    reads in the runs table, whose name column shows ~25 characters: what tells runs apart comes first."""
     actions = metrics["dataset"]["actions"]
     candidate = metrics["champion_candidate"]
     shown = metrics["models"].get(candidate, {}).get("label")
-    name = label or (f"{candidate} ({shown})" if shown and shown != candidate else candidate)
     streams = " · per actor" if metrics.get("streams") == "actor" else ""
-    return f"{name}{streams} · w{metrics['split']['window']} · {actions:,} actions"
+    if label:
+        return f"{label}{streams} · w{metrics['split']['window']} · {actions:,} actions"
+    config = f" · {shown}" if shown and shown != candidate else ""
+    return f"{candidate}{streams}{config} · w{metrics['split']['window']} · {actions:,} actions"
 
 
-def run_description(metrics: dict[str, Any]) -> str:
-    """Markdown for the run page: data, leakage, the comparison and its verdict."""
+def changed_settings(settings: Settings, sections: Sequence[str] = LEARNING_SECTIONS) -> dict[str, Any]:
+    """``section.field -> value`` for every setting of ``sections`` that differs from its default (an
+    environment override such as ``PERFSPEC_TRAIN__LSTM_UNITS=64``, or a CLI flag): what makes this run
+    different from one with nothing configured."""
+    out: dict[str, Any] = {}
+    for section in sections:
+        current = getattr(settings, section)
+        default = type(current)().model_dump(mode="json")
+        for key, value in current.model_dump(mode="json").items():
+            if value != default.get(key):
+                out[f"{section}.{key}"] = value
+    return out
+
+
+def run_description(metrics: dict[str, Any], settings: Settings | None = None) -> str:
+    """Markdown for the run page: data, leakage, the settings that differ from the defaults, the
+    comparison and its verdict."""
     data, leak, verdict = metrics["dataset"], metrics["leakage"], metrics["verdict"]
     target = metrics["target_metric"]
     lines = [
@@ -210,6 +235,13 @@ def run_description(metrics: dict[str, Any]) -> str:
         f"**Candidate**: `{metrics['champion_candidate']}` (best CV mean {target}, "
         f"{metrics['cv_folds']} blocked folds).",
     ]
+    if settings is not None:
+        changed = changed_settings(settings)
+        shown = ", ".join(f"`{k}={v}`" for k, v in changed.items()) if changed else "none (all defaults)"
+        lines.insert(2, f"**Settings changed from the defaults**: {shown}.")
+    kept = _kept_epoch_line(metrics)
+    if kept:
+        lines.append(f"**Training**: {kept}.")
     paired = verdict.get("cv_paired_difference")
     if paired and paired.get("se") is not None:
         beyond = "beyond" if verdict["beats_reference_beyond_noise"] else "not beyond"
@@ -225,6 +257,29 @@ def run_description(metrics: dict[str, Any]) -> str:
             f"| {name} | {scores['top1']:.4f} | {scores['top5']:.4f} | {scores['top10']:.4f} | {cv_text} |"
         )
     return "\n\n".join(lines) + "\n\n" + "\n".join(table)
+
+
+def epoch_summary(name: str, info: dict[str, Any], limit: int | None = None) -> str | None:
+    """``gru: stopped early at epoch 13 of 30, kept epoch 5`` (or ``ran 30 of 30 epochs, kept epoch 28``)
+    from a neural model's info (``best_epoch``, ``epochs``, ``stopped_early``; ``metrics.json`` models):
+    which weights its scores come from. None for a model that trained no epochs."""
+    best, ran = info.get("best_epoch"), info.get("epochs")
+    if not best or not ran:
+        return None
+    limit = limit or (info.get("config", {}).get("params") or {}).get("epochs") or ran
+    if info.get("stopped_early"):
+        return f"{name}: stopped early at epoch {ran} of {limit}, kept epoch {best}"
+    return f"{name}: ran {ran} of {limit} epochs, kept epoch {best}"
+
+
+def kept_epochs(metrics: dict[str, Any]) -> list[str]:
+    """``epoch_summary`` of every neural model of ``metrics["models"]``."""
+    found = (epoch_summary(name, info) for name, info in metrics.get("models", {}).items())
+    return [line for line in found if line]
+
+
+def _kept_epoch_line(metrics: dict[str, Any]) -> str:
+    return "; ".join(kept_epochs(metrics))
 
 
 def headline_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -252,6 +307,109 @@ def headline_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _pending_run(client: Any, settings: Settings, run_dir: Path) -> str | None:
+    """The run ``start_run`` opened for this run dir and nothing finished since (RUNNING, or FAILED by a
+    crashed training that is now resumed), if it is in this store."""
+    from mlflow.exceptions import MlflowException
+
+    record = read_run_record(run_dir)
+    run_id = record.get("run_id")
+    if not run_id or not record.get("started") or record.get("tracking_uri") != settings.mlflow_tracking_uri:
+        return None
+    try:
+        run = client.get_run(run_id)
+    except (MlflowException, OSError):
+        return None
+    if run.info.status == "FINISHED" or run.info.lifecycle_stage != "active":
+        return None
+    return str(run_id)
+
+
+def start_run(
+    settings: Settings,
+    run_dir: Path,
+    title: str,
+    *,
+    description: str = "",
+    extra_tags: dict[str, str] | None = None,
+) -> str | None:
+    """Open the MLflow run when training starts (status RUNNING), so that its duration and status in the
+    runs table mean something; ``log_run`` fills it in and finishes it. Returns its id, or None when this
+    run dir's results are already logged (a re-run that changes nothing: ``log_run`` returns that run).
+
+    A run opened earlier for ``run_dir`` and never finished (a crash, a failure) is reopened, not doubled.
+    """
+    import mlflow
+
+    run_dir = Path(run_dir)
+    experiment_id = configure(settings)
+    if logged_run(settings, run_dir) is not None:
+        return None
+    client = mlflow.MlflowClient()
+    pending = _pending_run(client, settings, run_dir)
+    if pending is not None:
+        client.update_run(pending, status="RUNNING")
+        return pending
+    changed = changed_settings(settings)
+    note = description or "Training in progress: the results are logged when it ends."
+    if changed:
+        note += "\n\n**Settings changed from the defaults**: " + ", ".join(
+            f"`{k}={v}`" for k, v in changed.items()
+        )
+    tags = {"mlflow.note.content": note, **(extra_tags or {})}
+    run = client.create_run(experiment_id, run_name=title, tags=tags)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(
+        run_dir / RUN_RECORD,
+        {
+            "run_id": run.info.run_id,
+            "tracking_uri": settings.mlflow_tracking_uri,
+            "experiment_id": experiment_id,
+            "started": True,
+        },
+    )
+    return str(run.info.run_id)
+
+
+def opening_title(dataset: Dataset, models: Sequence[str], sweep: bool = False) -> str:
+    """The run's name while it trains (``log_run`` renames it after the candidate when it ends)."""
+    streams = " · per actor" if dataset.streams == "actor" else ""
+    what = f"sweep · {len(models)} configs" if sweep else "training " + ", ".join(models or ["n-gram"])
+    return f"{what}{streams} · w{dataset.window} · {len(dataset.ids):,} actions"
+
+
+@contextlib.contextmanager
+def training_run(
+    settings: Settings,
+    run_dir: Path,
+    title: str,
+    *,
+    enabled: bool = True,
+    extra_tags: dict[str, str] | None = None,
+) -> Iterator[str | None]:
+    """``start_run`` before the block (when ``enabled``); ``fail_run`` if the block raises."""
+    run_id = start_run(settings, run_dir, title, extra_tags=extra_tags) if enabled else None
+    try:
+        yield run_id
+    except BaseException:
+        if enabled:
+            fail_run(settings, run_dir)
+        raise
+
+
+def fail_run(settings: Settings, run_dir: Path) -> None:
+    """Mark the run ``start_run`` opened for ``run_dir`` FAILED (training did not finish); a re-run that
+    resumes reopens it. Never raises: it is called while another error is on its way to the user."""
+    with contextlib.suppress(Exception):
+        import mlflow
+
+        use_store(settings.mlflow_tracking_uri)
+        client = mlflow.MlflowClient()
+        pending = _pending_run(client, settings, Path(run_dir))
+        if pending is not None:
+            client.set_terminated(pending, "FAILED")
+
+
 def log_run(
     settings: Settings,
     dataset: Dataset,
@@ -263,12 +421,14 @@ def log_run(
     log_model: bool = True,
     extra_tags: dict[str, str] | None = None,
 ) -> str:
-    """Log one finished experiment (``run_dir`` from ``perfspec.learn.experiment``) as an MLflow run.
+    """Log one finished experiment (``run_dir`` from ``perfspec.learn.experiment``) as an MLflow run:
+    into the run ``start_run`` opened when training started, else a new one.
 
     Child runs of a sweep pass ``parent_run_id`` (never through MLflow's global active run, so a
     sweep's children can be logged from any thread or task).
     """
     import mlflow
+    from mlflow.entities import RunTag
 
     run_dir = Path(run_dir)
     experiment_id = configure(settings)
@@ -276,11 +436,17 @@ def log_run(
     if existing is not None:
         return existing
     client = mlflow.MlflowClient()
-    tags = {"mlflow.note.content": run_description(metrics), **(extra_tags or {})}
+    name = title or run_title(metrics)
+    tags = {"mlflow.note.content": run_description(metrics, settings), **(extra_tags or {})}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(experiment_id, run_name=title or run_title(metrics), tags=tags)
-    run_id = run.info.run_id
+    pending = None if parent_run_id else _pending_run(client, settings, run_dir)
+    if pending is not None:
+        run_id = pending
+        client.update_run(run_id, status="RUNNING", name=name)
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    else:
+        run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
     try:
         _log_contents(client, run_id, dataset, run_dir, metrics, settings, log_model)
     except BaseException:
@@ -316,6 +482,8 @@ def _log_contents(
 
     candidate = metrics["champion_candidate"]
     params = {f"dataset.{k}": v for k, v in settings.dataset.model_dump().items()}
+    # what the dataset was built with, when it differs from the settings (the pipeline's per-actor run)
+    params |= {"dataset.streams": dataset.streams, "dataset.window": dataset.window}
     params |= {f"selection.{k}": v for k, v in settings.selection.model_dump().items()}
     model_info = metrics["models"].get(candidate, {})
     for key, value in (model_info.get("config", {}).get("params") or {}).items():
@@ -366,6 +534,9 @@ def _log_contents(
             client.log_artifact(run_id, str(run_dir / name))
     if (run_dir / "plots").is_dir():
         client.log_artifacts(run_id, str(run_dir / "plots"), artifact_path="plots")
+    distribution = _distribution_plot(dataset)
+    if distribution is not None:  # the data the models learnt from, beside their plots
+        client.log_artifact(run_id, str(distribution), artifact_path="plots")
     with tempfile.TemporaryDirectory(prefix="perfspec-dataset-") as tmp:
         client.log_artifacts(run_id, str(dataset.save(Path(tmp))), artifact_path="dataset")
     if (run_dir / "model.keras").is_file():
@@ -373,6 +544,15 @@ def _log_contents(
     if log_model and (run_dir / BUNDLE_NAME).is_file():
         uri = _log_model(run_id, dataset, run_dir)
         client.set_tag(run_id, TAG_MODEL_URI, uri)
+
+
+def _distribution_plot(dataset: Dataset) -> Path | None:
+    """``distribution.png`` of the actions the dataset was built from (``perfspec actions`` writes it
+    beside ``actions.txt``/``actions.parquet``), if it is there."""
+    if not dataset.source:
+        return None
+    found = Path(dataset.source).parent / DISTRIBUTION_PLOT
+    return found if found.is_file() else None
 
 
 def _epoch_metrics(run_dir: Path, metrics: dict, timestamp: int) -> list[Any]:
