@@ -11,6 +11,7 @@ from pydantic import PositiveInt
 from flows.config import SAMPLE_LOG_NAME, flow_settings
 from flows.hooks import ON_FAILURE
 from flows.prepare import prepare
+from flows.runinfo import label_flow_run, pipeline_label
 from flows.summary import markdown_summary, topk_rows
 from flows.sweep import sweep as sweep_flow
 from flows.train import train
@@ -51,6 +52,8 @@ def pipeline(
     ``selection.sweep_families`` as a sweep instead of the single neural family.
     """
     settings = flow_settings(data_dir)
+    name, run_tags = pipeline_label(settings, sources, actions_file, epochs)
+    label_flow_run(name, run_tags)  # a scheduled run is named from what it does, as a CLI run is
     if not sources and actions_file is None:
         sources = [str(sample_file(SAMPLE_LOG_NAME))]
         epochs = epochs or settings.prefect.sample_epochs

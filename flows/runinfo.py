@@ -12,7 +12,8 @@ convenience: a failure to label a run never fails the run.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from perfspec.settings import Settings
@@ -91,3 +92,26 @@ def record_settings(settings: Settings, what: str, important: Iterable[str] = ()
     except Exception as error:  # never fail the run for its description
         get_run_logger().warning("could not record the settings: %s", error)
     return markdown
+
+
+def pipeline_label(
+    settings: Settings, source: Sequence[str] | None, actions: Path | None, epochs: int | None
+) -> tuple[str, list[str]]:
+    """The pipeline run's name and tags, from what it does: ``pipeline sample, lstm+gru, 20 epochs``."""
+    if actions is not None:
+        what = f"actions {actions.name}"
+    elif source:
+        what = ", ".join(Path(s).name for s in source[:2]) + (
+            f" +{len(source) - 2}" if len(source) > 2 else ""
+        )
+    else:
+        what = "sample"
+    shown = epochs or (
+        settings.prefect.sample_epochs if not source and actions is None else settings.train.epochs
+    )
+    families = "+".join(settings.selection.train_families)
+    sweep = " sweep" if settings.selection.nightly_sweep else ""
+    name = f"pipeline {what},{sweep} {families}, {shown} epochs"
+    run_tags = [f"source:{tag_value(what.replace('actions ', ''))}"]
+    run_tags += [f"family:{family}" for family in settings.selection.train_families]
+    return name, run_tags

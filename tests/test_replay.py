@@ -106,3 +106,28 @@ def _bundle(tmp_path: Path, actions: list[str]) -> str:
     assert predictor._scorer is not None  # noqa: SLF001 - the test builds the bundle from its scorer
     write_bundle(predictor._scorer, predictor.vocab, target)  # noqa: SLF001
     return str(target)
+
+
+def test_a_log_that_is_not_parquet_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    model = _bundle(tmp_path, ["create_pods", "delete_pods", "patch_nodes"] * 50)
+    for content in (b"", b"PAR1 not really"):
+        events = tmp_path / "events.parquet"
+        events.write_bytes(content)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "perfspec",
+                "replay",
+                str(events),
+                "--model",
+                model,
+                "--out",
+                str(tmp_path / "r"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert "is not a readable Parquet file" in done.stderr.splitlines()[0]

@@ -92,6 +92,20 @@ def test_predict_from_another_folder_creates_no_store_and_names_the_setting(tmp_
     assert not empty.exists()
 
 
+def test_live_and_replay_take_data_dir_and_create_no_store_either(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    events = tmp_path / "events.parquet"
+    events.write_bytes(b"")  # never read: the model is looked up first
+    for args in (
+        ["live", "--data-dir", str(empty), "--follow", str(tmp_path), "--out", str(tmp_path / "live")],
+        ["replay", "--data-dir", str(empty), str(events), "--out", str(tmp_path / "replay")],
+    ):
+        done = _perfspec(args, tmp_path, timeout=120)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert f"no MLflow store at {empty.resolve()}" in done.stderr.splitlines()[0]
+        assert not (empty / "mlflow").exists()
+
+
 # --- points 4, 9, 10, 11 on one real store: two trainings, then predict -----------------------------------
 @pytest.fixture(scope="module")
 def trained_twice(tmp_path_factory: pytest.TempPathFactory) -> dict:

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from perfspec.commands import DataDir
+
 DEFAULT_MODEL = "models:/perfspec@champion"
 
 
@@ -17,13 +19,6 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train_command)
     app.command("predict")(predict_command)
     app.command("sweep")(sweep_command)
-
-
-DATA_DIR_HELP = (
-    "Data dir: datasets, runs and the MLflow store (<data dir>/mlflow/mlflow.db) are there "
-    "(default: PERFSPEC_PATHS__DATA_DIR, else ./perfspec-data)."
-)
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help=DATA_DIR_HELP)]
 
 
 def _settings(data_dir: Path | None):

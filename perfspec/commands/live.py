@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from perfspec.commands import DataDir, use_data_dir
 from perfspec.commands.learn import DEFAULT_MODEL
 from perfspec.errors import EnvironmentProblem, InputError
 from perfspec.signals import on_stop_signals
@@ -96,6 +97,7 @@ def live_command(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Allow a non-loopback address without --token.")
     ] = False,
+    data_dir: DataDir = None,
 ) -> None:
     """Predict the next actions online, from the live audit stream, until SIGTERM/Ctrl-C.
 
@@ -106,6 +108,8 @@ def live_command(
     from perfspec.live.models import ModelWatcher, load_served, split_alias
     from perfspec.live.service import LiveService
     from perfspec.settings import get_settings
+
+    use_data_dir(data_dir)
 
     if (listen is None) == (follow is None):
         raise InputError(
@@ -263,6 +267,7 @@ def replay_command(
         int, typer.Option("--top", min=1, max=10, help="An action outside the top K is unexpected.")
     ] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print replay.json on stdout.")] = False,
+    data_dir: DataDir = None,
 ) -> None:
     """Replay a cleaned audit log through the next-action predictor, as the runtime would have seen it.
 
@@ -270,6 +275,8 @@ def replay_command(
     """
     from perfspec.live.replay import parse_speed, replay
     from perfspec.settings import get_settings
+
+    use_data_dir(data_dir)
 
     settings = get_settings()
     out_dir = out or settings.paths.data_dir / "replays" / events.resolve().parent.name

@@ -75,8 +75,10 @@ def pipeline(
     from prefect import tags
 
     from flows.pipeline import pipeline as pipeline_flow
+    from flows.runinfo import pipeline_label
 
     name, run_tags = pipeline_label(settings, source, actions, epochs)
+    run_tags.append("cli")
     with tags(*run_tags):  # on the pipeline run and every subflow and task run under it
         result = pipeline_flow.with_options(flow_run_name=name)(
             sources=list(source) if source else None,
@@ -86,31 +88,6 @@ def pipeline(
             fresh=fresh,
         )
     _print_result(result, runtime.ui_hints(), settings.paths.data_dir.resolve())
-
-
-def pipeline_label(
-    settings: Settings, source: list[str] | None, actions: Path | None, epochs: int | None
-) -> tuple[str, list[str]]:
-    """The pipeline run's name and tags, from what it does: ``pipeline sample, lstm+gru, 20 epochs``."""
-    from flows.runinfo import tag_value
-
-    if actions is not None:
-        what = f"actions {actions.name}"
-    elif source:
-        what = ", ".join(Path(s).name for s in source[:2]) + (
-            f" +{len(source) - 2}" if len(source) > 2 else ""
-        )
-    else:
-        what = "sample"
-    shown = epochs or (
-        settings.prefect.sample_epochs if not source and actions is None else settings.train.epochs
-    )
-    families = "+".join(settings.selection.train_families)
-    sweep = " sweep" if settings.selection.nightly_sweep else ""
-    name = f"pipeline {what},{sweep} {families}, {shown} epochs"
-    run_tags = [f"source:{tag_value(what.replace('actions ', ''))}", "cli"]
-    run_tags += [f"family:{family}" for family in settings.selection.train_families]
-    return name, run_tags
 
 
 def _print_result(result: PipelineResult, hints: list[str], data_dir: Path) -> None:

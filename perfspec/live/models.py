@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from perfspec.errors import InputError
-from perfspec.learn.predict import Predictor
+from perfspec.learn.predict import Predictor, check_store
 
 MODELS_PREFIX = "models:/"
 
@@ -68,6 +68,7 @@ def load_served(model: str, tracking_uri: str | None = None) -> Served:
         return Served(predictor, predictor.source)
     name, alias = parts
     uri = _tracking_uri(tracking_uri)
+    check_store(uri, model)  # never create an empty store just to read from it
     version = _alias_version(name, alias, uri)
     if version is None:
         raise InputError(

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from perfspec.actions import build_actions
@@ -62,7 +63,13 @@ def _load_actions(events_parquet: Path, out_dir: Path, settings: ActionsSettings
         raise InputError(
             f"not found: {events_parquet}", hint="pass the events.parquet that `perfspec clean` wrote"
         )
-    events = pq.ParquetFile(events_parquet).metadata.num_rows
+    try:
+        events = pq.ParquetFile(events_parquet).metadata.num_rows
+    except (pa.ArrowInvalid, OSError) as error:
+        raise InputError(
+            f"{events_parquet} is not a readable Parquet file ({error})",
+            hint="pass the events.parquet that `perfspec clean` wrote",
+        ) from error
     summary = build_actions(Path(events_parquet), out_dir / "actions" / "actions.txt", settings)
     table = pq.read_table(
         out_dir / "actions" / "actions.parquet", columns=["action", "timestamp", "username"]
@@ -90,8 +97,8 @@ def replay(
     outputs and return ``replay.json``'s content."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    predictor = Predictor.load(model)  # first: a wrong model fails before the log is read
     events, table = _load_actions(Path(events_parquet), out_dir, actions_settings or ActionsSettings())
-    predictor = Predictor.load(model)
     actions = table.column("action").to_pylist()
     seconds = table.column("timestamp").cast("int64").to_numpy() / 1e6
     actors = table.column("username").to_pylist()
