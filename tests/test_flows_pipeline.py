@@ -131,7 +131,7 @@ def test_mlflow_has_the_run_the_model_and_the_champion(first_run, data_dir: Path
     trained = first_run.trained
     metrics, candidate = trained.metrics, trained.metrics["champion_candidate"]
     assert trained.tracking_uri == f"sqlite:///{(data_dir / 'mlflow' / 'mlflow.db').resolve()}"
-    client = MlflowClient(trained.tracking_uri)
+    client = MlflowClient(trained.tracking_uri, registry_uri=trained.tracking_uri)
     run = client.get_run(trained.run_id)
     assert run.info.status == "FINISHED"
     assert run.info.run_name.startswith(candidate) and run.info.run_name.endswith(" · w10 · 2,163 actions")
@@ -173,7 +173,7 @@ def test_the_sample_also_trains_per_actor_streams_with_their_own_champion(first_
     assert metrics["test"]["ngram_actor"]["top5"] > metrics["test_global_reference"]["ngram"]["top5"]
     assert actor.run_id != first_run.trained.run_id
     assert actor.promotion.decision["registered_model"] == "perfspec-actor" and actor.promotion.promoted
-    client = MlflowClient(actor.tracking_uri)
+    client = MlflowClient(actor.tracking_uri, registry_uri=actor.tracking_uri)
     assert client.get_run(actor.run_id).data.tags["streams"] == "actor"
     assert client.get_model_version_by_alias("perfspec-actor", "champion").run_id == actor.run_id
     predictor = Predictor.load("models:/perfspec-actor@champion", tracking_uri=actor.tracking_uri)

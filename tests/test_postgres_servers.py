@@ -134,7 +134,8 @@ def test_the_pipeline_runs_through_prefect_and_mlflow_on_postgres(
     # MLflow, asked through its server: the run, the registered version and @champion
     from mlflow import MlflowClient
 
-    mlflow = MlflowClient(servers["MLFLOW_TRACKING_URI"])
+    server = servers["MLFLOW_TRACKING_URI"]  # the registry too: not a store an earlier test set globally
+    mlflow = MlflowClient(tracking_uri=server, registry_uri=server)
     experiment = mlflow.get_experiment_by_name("perfspec")
     assert experiment is not None
     [run] = mlflow.search_runs([experiment.experiment_id])
