@@ -14,6 +14,7 @@ import re
 import shlex
 import sys
 import tempfile
+import threading
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,28 +100,42 @@ _TF_IMPORT_NOISE = re.compile(
 )
 
 
+_TF_IMPORT_LOCK = threading.Lock()
+_TF_IMPORTED = False
+
+
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow once with file descriptor 2 captured, then pass on whatever it printed that is
     not its known start-up noise (``_TF_IMPORT_NOISE``). Later ``import tensorflow``/``keras`` are
     silent (the module is loaded). Anything else written to stderr meanwhile is passed on, in order."""
-    if "tensorflow" in sys.modules:
-        return
+    with _TF_IMPORT_LOCK:  # mapped training tasks call this from several threads at once
+        if _TF_IMPORTED:
+            return
+        text = _capture_tensorflow_import()
+    kept = [line for line in text.splitlines() if line.strip() and not _TF_IMPORT_NOISE.search(line)]
+    if kept:
+        sys.stderr.write("\n".join(kept) + "\n")
+        sys.stderr.flush()
+
+
+def _capture_tensorflow_import() -> str:
+    """Import TensorFlow with fd 2 captured (the caller holds ``_TF_IMPORT_LOCK``); what it printed."""
+    global _TF_IMPORTED
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
             import tensorflow  # noqa: F401 - imported for its side effect: loaded once, quietly
+
+            _TF_IMPORTED = True
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
             text = captured.read().decode("utf-8", errors="replace")
-    kept = [line for line in text.splitlines() if line.strip() and not _TF_IMPORT_NOISE.search(line)]
-    if kept:
-        sys.stderr.write("\n".join(kept) + "\n")
-        sys.stderr.flush()
+    return text
 
 
 def configure_embedded(settings: Settings, environ: dict[str, str] | None = None) -> Runtime:
