@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,24 @@ def _stop() -> None:
     if _STACK is not None:
         _STACK.close()
         _STACK = None
+
+
+@contextlib.contextmanager
+def settings_env(values: dict[str, str]) -> Iterator[None]:
+    """The flows read settings from the environment (like a deployment): ``values`` set, MLflow on the
+    embedded SQLite store under the data dir; all restored afterwards."""
+    from perfspec.settings import get_settings
+
+    saved = {key: os.environ.get(key) for key in [*values, "MLFLOW_TRACKING_URI"]}
+    os.environ.update(values)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        get_settings.cache_clear()

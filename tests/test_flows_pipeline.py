@@ -6,7 +6,6 @@ with its children, and bad input fails naming the step."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from perfspec.errors import InputError
-from perfspec.settings import get_settings
 from tests import prefect_harness
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample" / "audit-logs.csv.gz"
@@ -35,18 +33,8 @@ def harness(request: pytest.FixtureRequest) -> Path:
 
 @pytest.fixture(scope="module", autouse=True)
 def small_settings() -> Iterator[None]:
-    """The flows read settings from the environment (like a deployment); restored afterwards."""
-    saved = {key: os.environ.get(key) for key in [*SMALL, "MLFLOW_TRACKING_URI"]}
-    os.environ.update(SMALL)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)  # the embedded SQLite store under the data dir
-    get_settings.cache_clear()
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    get_settings.cache_clear()
+    with prefect_harness.settings_env(SMALL):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,15 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.test_servers import BIN, REPO, _client, _free_port, _server, server_env
+from tests.test_servers import (
+    REPO,
+    _client,
+    _free_port,
+    _server,
+    mlflow_server_command,
+    prefect_server_command,
+    server_env,
+)
 
 pytestmark = pytest.mark.slow
 SMALL = {  # a short pipeline: one neural family, tiny, 2 epochs, 2 folds; no per-actor run
@@ -71,20 +79,8 @@ def servers(postgres: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
         "PREFECT_UI_ENABLED": "false",
         "PREFECT_API_DATABASE_CONNECTION_URL": postgres["prefect"],
     }
-    prefect_cmd = [
-        str(BIN / "prefect"),
-        "server",
-        "start",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(prefect_port),
-    ]
-    mlflow_cmd = [
-        str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
-        "--backend-store-uri", postgres["mlflow"],
-        "--artifacts-destination", str(root / "mlflow-artifacts"), "--workers", "1",
-    ]  # fmt: skip
+    prefect_cmd = prefect_server_command(prefect_port)
+    mlflow_cmd = mlflow_server_command(mlflow_port, postgres["mlflow"], root)
     with (
         _server(
             prefect_cmd, prefect_env, root / "prefect.log", f"http://127.0.0.1:{prefect_port}/api/health"

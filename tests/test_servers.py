@@ -67,26 +67,27 @@ def server_env() -> dict[str, str]:
     }
 
 
+def prefect_server_command(port: int) -> list[str]:
+    return [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def mlflow_server_command(port: int, backend: str, root: Path) -> list[str]:
+    """`mlflow server` on loopback with ``backend`` as its store and artifacts under ``root``."""
+    return [
+        str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+        "--backend-store-uri", backend,
+        "--artifacts-destination", str(root / "mlflow-artifacts"), "--workers", "1",
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     root = tmp_path_factory.mktemp("servers")
     base = server_env()
     prefect_port, mlflow_port = _free_port(), _free_port()
     prefect_env = base | {"PREFECT_HOME": str(root / "prefect-server"), "PREFECT_UI_ENABLED": "false"}
-    mlflow_cmd = [
-        str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination", str(root / "mlflow-artifacts"), "--workers", "1",
-    ]  # fmt: skip
-    prefect_cmd = [
-        str(BIN / "prefect"),
-        "server",
-        "start",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(prefect_port),
-    ]
+    mlflow_cmd = mlflow_server_command(mlflow_port, f"sqlite:///{root / 'mlflow.db'}", root)
+    prefect_cmd = prefect_server_command(prefect_port)
     with (
         _server(
             prefect_cmd, prefect_env, root / "prefect.log", f"http://127.0.0.1:{prefect_port}/api/health"

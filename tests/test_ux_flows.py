@@ -6,13 +6,11 @@ that trains nothing), the MLflow run opened when training starts, and the action
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from perfspec.settings import get_settings
 from tests import prefect_harness
 from tests.synthetic import chain_actions
 
@@ -34,17 +32,8 @@ def harness(request: pytest.FixtureRequest) -> Path:
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_settings() -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in [*TINY, "MLFLOW_TRACKING_URI"]}
-    os.environ.update(TINY)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    get_settings.cache_clear()
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    get_settings.cache_clear()
+    with prefect_harness.settings_env(TINY):
+        yield
 
 
 @pytest.fixture(scope="module")

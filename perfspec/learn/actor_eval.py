@@ -41,17 +41,28 @@ def log_positions(dataset: Dataset, split: str = "test") -> np.ndarray:
     return dataset.layout.order[positions] if dataset.layout is not None else positions
 
 
-def global_reference_ranks(dataset: Dataset) -> np.ndarray:
-    """Ranks of the test targets under the global bigram: trained on the log's training part, asked
-    with each target's preceding actions in the log (inside its segment, padded)."""
+def global_bigram(dataset: Dataset) -> tuple[NGram, np.ndarray]:
+    """The global bigram trained on the log's training part, and the dataset's ids in log order."""
     if dataset.layout is None:
         raise ValueError("the global reference is for actor-stream datasets")
     log_ids = dataset.layout.log_ids(dataset.ids)
-    split = dataset.log_split
-    train = [log_ids[a:b] for a, b in split["train"]]
-    model = NGram.fit(train, len(dataset.vocab), dataset.window, GLOBAL_ORDER)
-    contexts = padded_contexts(log_ids, split["test"], log_positions(dataset), dataset.window)
-    return target_ranks(model.probabilities(contexts), dataset.windows("test")[1])
+    train = [log_ids[a:b] for a, b in dataset.log_split["train"]]
+    return NGram.fit(train, len(dataset.vocab), dataset.window, GLOBAL_ORDER), log_ids
+
+
+def global_probabilities(dataset: Dataset, model: NGram, log_ids: np.ndarray, split: str) -> np.ndarray:
+    """The global model asked about ``split``'s targets with their preceding actions in the log (inside
+    their segment, padded)."""
+    contexts = padded_contexts(
+        log_ids, dataset.log_split[split], log_positions(dataset, split), dataset.window
+    )
+    return model.probabilities(contexts)
+
+
+def global_reference_ranks(dataset: Dataset) -> np.ndarray:
+    """Ranks of the test targets under the global bigram."""
+    model, log_ids = global_bigram(dataset)
+    return target_ranks(global_probabilities(dataset, model, log_ids, "test"), dataset.windows("test")[1])
 
 
 def _stream_of_test(dataset: Dataset) -> np.ndarray:
@@ -130,10 +141,8 @@ def what_inputs_add(dataset: Dataset, order: int) -> dict[str, Any]:
     identity (an n-gram of that actor's actions alone), + the global context (the global bigram)."""
     assert dataset.layout is not None
     layout, classes, window = dataset.layout, len(dataset.vocab), dataset.window
-    log_ids = layout.log_ids(dataset.ids)
     pooled = NGram.fit(dataset.sequences("train"), classes, window, order)
-    train_log = [log_ids[a:b] for a, b in dataset.log_split["train"]]
-    global_model = NGram.fit(train_log, classes, window, GLOBAL_ORDER)
+    global_model, log_ids = global_bigram(dataset)
     own: dict[int, NGram] = {}
     for code in range(len(layout.names)):
         mine = [dataset.ids[a:b] for a, b in dataset.segments["train"] if layout.codes[a] == code]
@@ -150,8 +159,8 @@ def what_inputs_add(dataset: Dataset, order: int) -> dict[str, Any]:
             rows = codes == code
             if rows.any():
                 p_own[rows] = model.probabilities(x[rows])
-        contexts = padded_contexts(log_ids, dataset.log_split[split], layout.order[positions], window)
-        return y, {"pooled": p_pooled, "own": p_own, "global": global_model.probabilities(contexts)}
+        p_global = global_probabilities(dataset, global_model, log_ids, split)
+        return y, {"pooled": p_pooled, "own": p_own, "global": p_global}
 
     y_val, val = inputs("val")
     y_test, test = inputs("test")

@@ -41,9 +41,7 @@ class StreamLayout:
         names, codes = np.unique(np.asarray(actors, dtype=str), return_inverse=True)
         codes = codes.astype(np.int32)
         order = np.lexsort((np.arange(len(codes)), codes)).astype(np.int64)  # by stream, then log order
-        bounds = np.zeros(len(names) + 1, dtype=np.int64)
-        bounds[1:] = np.cumsum(np.bincount(codes, minlength=len(names)))
-        return cls(names, codes[order], order, bounds)
+        return cls(names, codes[order], order, _bounds(codes, len(names)))
 
     def dataset_segments(self, log_segments: Sequence[tuple[int, int]]) -> Segments:
         """Each actor's part of each ``[start, end)`` of log positions, as dataset segments."""
@@ -71,15 +69,21 @@ class StreamLayout:
             return None
         names = np.asarray(arrays["stream_names"]).astype(str)
         codes = np.asarray(arrays["stream_codes"]).astype(np.int32)
-        bounds = np.zeros(len(names) + 1, dtype=np.int64)
-        bounds[1:] = np.cumsum(np.bincount(codes, minlength=len(names)))
-        return cls(names, codes, np.asarray(arrays["stream_order"]).astype(np.int64), bounds)
+        order = np.asarray(arrays["stream_order"]).astype(np.int64)
+        return cls(names, codes, order, _bounds(codes, len(names)))
 
     def log_ids(self, ids: np.ndarray) -> np.ndarray:
         """``ids`` (dataset order) back in log order: the global stream."""
         out = np.empty_like(ids)
         out[self.order] = ids
         return out
+
+
+def _bounds(codes: np.ndarray, streams: int) -> np.ndarray:
+    """Where each stream starts in dataset order (and where the last ends): counts, accumulated."""
+    bounds = np.zeros(streams + 1, dtype=np.int64)
+    bounds[1:] = np.cumsum(np.bincount(codes, minlength=streams))
+    return bounds
 
 
 def padded_contexts(
