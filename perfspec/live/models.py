@@ -85,7 +85,9 @@ def _alias_version(name: str, alias: str, tracking_uri: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(MlflowClient(tracking_uri).get_model_version_by_alias(name, alias).version)
+        # the registry named too: else a store set process-wide earlier (mlflow_store.use_store) answers
+        client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+        return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
 

@@ -75,7 +75,9 @@ class Registry:
     def client(self) -> Any:
         from mlflow import MlflowClient
 
-        return MlflowClient(self.uri)
+        # the registry too: a Predictor.load earlier in this process may have made another store the
+        # process-wide registry (mlflow_store.use_store), which a client without one would write to
+        return MlflowClient(self.uri, registry_uri=self.uri)
 
     def register(self, bundle: Path) -> str:
         """A new version whose model folder holds ``artifacts/predictor.npz`` (what Predictor.load reads)."""
