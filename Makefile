@@ -22,8 +22,10 @@ $(UV):
 	$(PYTHON) -m venv .tools
 	.tools/bin/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
 
-.venv/.synced: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --quiet
+# hatch_build.py compiles the C scanner of `perfspec clean` into the editable install (needs a C compiler;
+# without one it is skipped and clean uses its pure-Python path)
+.venv/.synced: $(UV) pyproject.toml uv.lock hatch_build.py $(wildcard perfspec/audit/_native/*)
+	$(UV) sync --frozen --quiet --reinstall-package perfspec
 	@touch $@
 
 setup: .venv/.synced

@@ -84,6 +84,11 @@ def test_an_installed_wheel_finds_its_deployments_and_sample_outside_the_checkou
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
+        names = archive.namelist()
+    from perfspec.audit import native
+
+    if native.available():  # hatch_build.py compiled clean's scanner into the wheel (a platform wheel)
+        assert any(n.startswith("perfspec/audit/_scan") for n in names) and "-py3-none-any" not in wheel.name
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}

@@ -140,6 +140,40 @@ def accept_rows(rows: Sequence[Row | Event], mixed: bool = True) -> Accepted:
     return Accepted(arrays if kept else None, kept, refused)
 
 
+def accept_columns(arrays: list[pa.Array]) -> tuple[list[pa.Array], np.ndarray]:
+    """The rule for rows already in columns (the native scanner's, timestamps still strings): the kept
+    rows' arrays, and the indexes of the rows it refuses (their reasons come from the row path, which
+    sees them again: one place decides every reason)."""
+    converted = list(arrays)
+    bad = np.zeros(len(arrays[0]), dtype=bool)
+    for column in _TIMESTAMP_INDEXES:
+        converted[column], failed = _timestamps_or_null(arrays[column])
+        bad |= failed
+    bad |= converted[_RECEIVED].is_null().to_numpy(zero_copy_only=False)
+    for column in _TIMESTAMP_INDEXES:
+        values = converted[column].cast(pa.int64())
+        outside = pc.or_kleene(pc.less(values, _EARLIEST_US), pc.greater(values, _LATEST_US))
+        bad |= pc.fill_null(outside, False).to_numpy(zero_copy_only=False)
+    if bad.any():
+        keep = pa.array(~bad)
+        converted = [array.filter(keep) for array in converted]
+    return converted, np.flatnonzero(bad)
+
+
+def _timestamps_or_null(strings: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """``timestamps(strings)``, with null (and True in the mask) where a value does not convert; the
+    offenders are found by halving, so a clean array costs one conversion."""
+    try:
+        return timestamps(strings), np.zeros(len(strings), dtype=bool)
+    except _CONVERSION_ERRORS:
+        if len(strings) == 1:
+            return pa.nulls(1, UTC_US), np.ones(1, dtype=bool)
+    middle = len(strings) // 2
+    head, head_bad = _timestamps_or_null(strings.slice(0, middle))
+    tail, tail_bad = _timestamps_or_null(strings.slice(middle))
+    return pa.concat_arrays([head, tail]), np.concatenate([head_bad, tail_bad])
+
+
 def _when(micros: int | None) -> str:
     """A timestamp for a reject reason; years Python cannot hold (0, or past 9999) as a count."""
     if micros is None:

@@ -17,9 +17,11 @@ import gc
 import itertools
 import json
 import os
+import queue
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import asdict, dataclass, field
@@ -38,7 +40,7 @@ from perfspec.audit.pass1 import FileCounts, PartReader
 from perfspec.audit.rejects import RejectWriter
 from perfspec.audit.schema import EVENTS_SCHEMA
 from perfspec.audit.sources import OUTPUT_FILES, OpenedSource, expand_sources, line_start_after, open_source
-from perfspec.audit.worker import EXIT_WRITE_FAILED
+from perfspec.audit.worker import EXIT_WRITE_FAILED, run_claimed
 from perfspec.audit.worker import run as run_job
 from perfspec.errors import EnvironmentProblem, InputError
 from perfspec.fileio import atomic_open, atomic_path, ensure_writable_dir, write_json_atomic
@@ -266,6 +268,11 @@ def _request(
     }
 
 
+#: A large file is cut into byte ranges of about this size, claimed one at a time by this process and the
+#: worker processes (work sharing: a worker that starts late or runs on a busy core simply does fewer).
+JOB_BYTES = 64 * 1024 * 1024
+
+
 def _parallel_ranges(source: OpenedSource, settings: CleanSettings) -> list[tuple[int, int]]:
     """Byte ranges, split at line starts, for worker processes; [] to read the file in-process."""
     workers = settings.workers or os.cpu_count() or 1
@@ -273,12 +280,14 @@ def _parallel_ranges(source: OpenedSource, settings: CleanSettings) -> list[tupl
         return []
     if source.size < settings.parallel_min_bytes:
         return []
+    count = max(workers, -(-source.size // JOB_BYTES))
     bounds = [0]
-    for i in range(1, workers):
-        start = line_start_after(source.path, source.size * i // workers, source.size)
-        if start is None or start <= bounds[-1]:
+    for i in range(1, count):
+        start = line_start_after(source.path, source.size * i // count, source.size)
+        if start is None:
             break
-        bounds.append(start)
+        if start > bounds[-1]:
+            bounds.append(start)
     bounds.append(source.size)
     return list(itertools.pairwise(bounds)) if len(bounds) > 2 else []
 
@@ -290,36 +299,58 @@ def _clean_in_workers(
     settings: CleanSettings,
     rejects: RejectWriter,
 ) -> tuple[FileCounts, list[PartResult]]:
-    """Pass 1 of one file by several worker subprocesses, one byte range each, then stitched in order."""
-    jobs = []
-    for index, (start, end) in enumerate(ranges):
-        job_dir = Path(tempfile.mkdtemp(prefix=f"worker{index}-", dir=work_dir))
-        request = _request(source, job_dir, settings, start, end)
-        process = subprocess.Popen(  # stderr in a pipe, not a file: a full disk must not hide it
-            [sys.executable, "-m", "perfspec.audit.worker", json.dumps(request)],
+    """Pass 1 of one file's byte ranges by this process and ``workers - 1`` worker subprocesses, each
+    claiming the next unclaimed range (``worker.run_claimed``), then stitched in range order."""
+    job_dirs = [
+        Path(tempfile.mkdtemp(prefix=f"range{index:04d}-", dir=work_dir)) for index in range(len(ranges))
+    ]
+    claims = Path(tempfile.mkdtemp(prefix="claims-", dir=work_dir))
+    payload = {
+        "jobs": [
+            _request(source, job_dir, settings, *bounds)
+            for job_dir, bounds in zip(job_dirs, ranges, strict=True)
+        ],
+        "claims": str(claims),
+    }
+    helpers = min(settings.workers or os.cpu_count() or 1, len(ranges)) - 1
+    processes = [
+        subprocess.Popen(  # stderr in a pipe, not a file: a full disk must not hide it
+            [sys.executable, "-m", "perfspec.audit.worker", json.dumps(payload)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        jobs.append((process, job_dir))
+        for _ in range(helpers)
+    ]
+    mine: BaseException | None = None
+    try:
+        run_claimed(payload)
+    except BaseException as error:  # every worker must end before the folder is removed
+        mine = error
+        for process in processes:
+            process.kill()
     failures = []
     write_failures = []
-    for process, _ in jobs:
+    for process in processes:
         _, err = process.communicate()
         code = process.returncode
-        if code != 0:
+        if code != 0 and mine is None:
             tail = err.decode(errors="replace").strip().splitlines()[-3:]
             if code == EXIT_WRITE_FAILED and tail:
                 write_failures.append(tail[-1].removeprefix("error: "))
             failures.append(f"exit {code}: {' | '.join(tail)}")
+    if mine is not None:
+        raise mine
     if write_failures:  # every worker has ended: none writes into the folder about to be removed
         raise _write_problem(work_dir.parent, write_failures[0])
-    if failures:
+    unfinished = [d for d in job_dirs if not (d / "result.json").exists()]
+    if failures or unfinished:
+        detail = failures[0] if failures else f"{len(unfinished)} byte ranges were left unfinished"
         raise EnvironmentProblem(
-            f"{source.display}: a parallel cleaning worker failed ({failures[0]})",
+            f"{source.display}: a parallel cleaning worker failed ({detail})",
             hint="re-run with --workers 1 to clean in one process",
         )
-    return _collect_jobs(source, [job_dir for _, job_dir in jobs], rejects)
+    return _collect_jobs(source, job_dirs, rejects)
 
 
 def _collect_jobs(
@@ -354,19 +385,29 @@ def _collect_jobs(
     return counts, parts
 
 
+#: The mask is computed one hash bucket at a time (by the hash's top bits): sort temporaries stay
+#: 1/16 of the rows, so peak memory grows ~11 bytes per row (hash, rank, mask), not ~50.
+_MASK_BUCKET_BITS = 4
+
+
 def _latest_stage_mask(parts: list[PartResult]) -> np.ndarray:
     """True for the row to keep of each request: its latest stage, the first such record on ties."""
     hashes = np.concatenate([p.hashes for p in parts]) if parts else np.empty(0, np.uint64)
     ranks = np.concatenate([p.ranks for p in parts]) if parts else np.empty(0, np.int8)
     for part in parts:
         part.hashes = part.ranks = np.empty(0)
-    order = np.lexsort((np.arange(len(hashes)), -ranks.astype(np.int16), hashes))
-    del ranks
-    sorted_hashes = hashes[order]
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = sorted_hashes[1:] != sorted_hashes[:-1]
-    keep = np.zeros(len(order), dtype=bool)
-    keep[order[first]] = True
+    keep = np.zeros(len(hashes), dtype=bool)
+    buckets = (hashes >> np.uint64(64 - _MASK_BUCKET_BITS)).astype(np.uint8)
+    for bucket in range(1 << _MASK_BUCKET_BITS):  # equal hashes always share a bucket
+        rows = np.flatnonzero(buckets == bucket)
+        if len(rows) == 0:
+            continue
+        bucket_hashes = hashes[rows]
+        order = np.lexsort((rows, -ranks[rows].astype(np.int16), bucket_hashes))
+        sorted_hashes = bucket_hashes[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = sorted_hashes[1:] != sorted_hashes[:-1]
+        keep[rows[order[first]]] = True
     return keep
 
 
@@ -374,43 +415,76 @@ def _pass_two(parts: list[PartResult], target: Path, keep: np.ndarray | None, gr
     """The final ``events.parquet``: the kept rows of every part, in order, line numbers made absolute.
 
     Row groups hold ``group_rows`` rows each (the last one fewer) however pass 1 was split, so the
-    file is the same bytes with any number of workers."""
-    pending: list[pa.Table] = []
-    with pq.ParquetWriter(target, EVENTS_SCHEMA, **PARQUET_OPTIONS) as writer:
+    file is the same bytes with any number of workers. A thread reads, filters and assembles the row
+    groups while this one encodes Parquet (both release the GIL): the two halves of the work overlap.
+    """
+    groups: queue.Queue[pa.Table | BaseException | None] = queue.Queue(maxsize=4)
+    stop = threading.Event()
 
-        def write(final: bool) -> None:
-            table = pa.concat_tables(pending).combine_chunks()
-            pending.clear()
-            whole = table.num_rows if final else table.num_rows // group_rows * group_rows
-            for start in range(0, whole, group_rows):
-                group = table.slice(start, min(group_rows, whole - start))
+    def put(item: pa.Table | BaseException | None) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                groups.put(item, timeout=0.1)
+                return
+
+    def assemble() -> None:
+        try:
+            for group in _row_groups(parts, keep, group_rows):
+                put(group)
+                if stop.is_set():
+                    return
+            put(None)
+        except BaseException as error:
+            put(error)
+
+    reader = threading.Thread(target=assemble, name="clean-pass-two", daemon=True)
+    reader.start()
+    try:
+        with pq.ParquetWriter(target, EVENTS_SCHEMA, **PARQUET_OPTIONS) as writer:
+            while (group := groups.get()) is not None:
+                if isinstance(group, BaseException):
+                    raise group
                 writer.write_table(group, row_group_size=group_rows)
-            if whole < table.num_rows:
-                pending.append(table.slice(whole))
+    finally:
+        stop.set()
+        reader.join()
 
-        offset = 0
-        buffered = 0
-        for part in parts:
-            if part.path is None:
-                continue
-            with pa.OSFile(str(part.path)) as handle, pa.ipc.open_file(handle) as reader:
-                for index in range(reader.num_record_batches):
-                    table = pa.Table.from_batches([reader.get_batch(index)])
-                    rows = table.num_rows
-                    if keep is not None:
-                        table = table.filter(pa.array(keep[offset : offset + rows]))
-                    offset += rows
-                    if part.line_offset:
-                        columns = table.columns
-                        columns[-1] = pc.add(columns[-1], pa.scalar(part.line_offset, pa.int64()))
-                        table = pa.Table.from_arrays(columns, schema=EVENTS_SCHEMA)
-                    pending.append(table)
-                    buffered += table.num_rows
-                    if buffered >= group_rows:
-                        write(final=False)
-                        buffered = sum(t.num_rows for t in pending)
-        if pending:
-            write(final=True)
+
+def _row_groups(parts: list[PartResult], keep: np.ndarray | None, group_rows: int) -> Iterator[pa.Table]:
+    """The kept rows of the parts, in order, as tables of exactly ``group_rows`` rows (the last fewer),
+    each one contiguous chunk (the Parquet encoder then sees the same input however pass 1 was split)."""
+    pending: list[pa.Table] = []
+    buffered = 0
+    offset = 0
+    for part in parts:
+        if part.path is None:
+            continue
+        with pa.OSFile(str(part.path)) as handle, pa.ipc.open_file(handle) as reader:
+            for index in range(reader.num_record_batches):
+                table = pa.Table.from_batches([reader.get_batch(index)])
+                rows = table.num_rows
+                if keep is not None:
+                    mask = keep[offset : offset + rows]
+                    if not mask.all():
+                        table = table.filter(pa.array(mask))
+                offset += rows
+                if part.line_offset:
+                    columns = table.columns
+                    columns[-1] = pc.add(columns[-1], pa.scalar(part.line_offset, pa.int64()))
+                    table = pa.Table.from_arrays(columns, schema=EVENTS_SCHEMA)
+                pending.append(table)
+                buffered += table.num_rows
+                if buffered >= group_rows:
+                    whole = pa.concat_tables(pending).combine_chunks()
+                    pending.clear()
+                    cut = buffered // group_rows * group_rows
+                    for start in range(0, cut, group_rows):
+                        yield whole.slice(start, group_rows)
+                    if cut < buffered:
+                        pending.append(whole.slice(cut))
+                    buffered -= cut
+    if buffered:
+        yield pa.concat_tables(pending).combine_chunks()
 
 
 def _check_something_to_write(

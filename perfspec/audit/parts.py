@@ -33,9 +33,10 @@ PARQUET_OPTIONS: dict[str, Any] = {
     "use_dictionary": DICTIONARY_COLUMNS,
     "write_statistics": True,
 }
-#: Pass-1 parts are Arrow IPC files (zstd buffers): ~3x cheaper to write and read back than Parquet,
-#: and pass 2 writes ``events.parquet`` from them in every case (so Parquet is encoded once).
-PART_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+#: Pass-1 parts are Arrow IPC files (LZ4 buffers): cheaper to write and read back than Parquet, and
+#: pass 2 writes ``events.parquet`` from them in every case (so Parquet is encoded once). LZ4, not zstd:
+#: measured on 1.19 M rows, 0.27 + 0.13 s to write + read (zstd 0.51 + 0.22), parts ~1.7x larger.
+PART_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 
 _STAGES = pa.array(list(STAGE_RANK))
 # Fixed odd 64-bit weights: the audit-ID hash is the same in every run, process and machine.
@@ -91,10 +92,16 @@ class PartWriter:
             return refused
         if accepted.refused:
             lines = [lines[index] for index in accepted.kept]
+        self.write_arrays(file, arrays, pa.array(lines, pa.int64()))
+        return refused
+
+    def write_arrays(self, file: str, arrays: list[pa.Array], lines: pa.Array) -> None:
+        """Write accepted rows given as ``EVENT_COLUMNS`` arrays, with their line numbers."""
         count = len(lines)
+        if count == 0:
+            return
         received = arrays[EVENT_COLUMNS.index("request_received_at")]
-        arrays.append(pa.array([file] * count, pa.string()))
-        arrays.append(pa.array(lines, pa.int64()))
+        arrays = [*arrays, pa.array([file], pa.string()).take(np.zeros(count, np.int32)), lines]
         batch = pa.RecordBatch.from_arrays(arrays, schema=EVENTS_SCHEMA)
         if self.writer is None:
             self.writer = pa.ipc.new_file(self.path, EVENTS_SCHEMA, options=PART_OPTIONS)
@@ -107,7 +114,6 @@ class PartWriter:
         if low.is_valid:
             self.min_ts = low if self.min_ts is None or low.value < self.min_ts.value else self.min_ts
             self.max_ts = high if self.max_ts is None or high.value > self.max_ts.value else self.max_ts
-        return refused
 
     def close(self) -> PartResult:
         """Finish the part file; what pass 2 needs to know about it."""

@@ -14,8 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
+import pyarrow as pa
 
+from perfspec.audit import native
+from perfspec.audit.accept import accept_columns, accept_rows, as_row
 from perfspec.audit.fastpath import (
     EVENT_DECODER,
     Event,
@@ -33,7 +37,16 @@ from perfspec.audit.readers import (
     iter_documents,
 )
 from perfspec.audit.rejects import RejectWriter
-from perfspec.audit.sources import STREAM_ERRORS, LineTooLong, OpenedSource, StreamBroken, TrailingGarbage
+from perfspec.audit.schema import EVENT_COLUMNS
+from perfspec.audit.sources import (
+    SNIFF_BYTES,
+    STREAM_ERRORS,
+    ChunkStreamBroken,
+    LineTooLong,
+    OpenedSource,
+    StreamBroken,
+    TrailingGarbage,
+)
 from perfspec.settings import CleanSettings
 
 
@@ -68,6 +81,8 @@ class PartReader:
         self.lines: list[int] = []
         self.rejected_by_file: list[int] = []
         self._pending_read = 0
+        self._held: list[tuple[int, str, Any, str]] = []  # rejects until the next flush: then in line order
+        self.lines_seen = 0  # lines read by ``read_jsonl_chunks`` (a worker's range: where the next starts)
 
     # -- reading -------------------------------------------------------------------------------------
     def read_source(self, source: OpenedSource) -> FileCounts:
@@ -99,8 +114,11 @@ class PartReader:
         """Start counting rows for the next file (rows of one file are contiguous in a part)."""
         self.part.begin_file()
 
-    def _reject(self, file: str, line: int, reason: str, raw: Any, detail: str) -> None:
-        self.rejects.add(file, line, reason, raw, detail)
+    def _reject(self, _file: str, line: int, reason: str, raw: Any, detail: str) -> None:
+        """Hold a reject; ``_flush`` writes the held ones in line order (rows the acceptance rule refuses
+        are only known at a flush, after later lines' own rejects), so the order never depends on where
+        flushes fall: the same file with any block size, worker count or scanner."""
+        self._held.append((line, reason, raw, detail))
 
     def _add_value(self, value: Any, file: str, line_no: int) -> int:
         """Add one parsed JSON value (an Event, an EventList or an array); returns records read."""
@@ -123,7 +141,103 @@ class PartReader:
         return len(items)
 
     def _read_jsonl(self, source: OpenedSource, counts: FileCounts) -> None:
-        self.read_jsonl_lines(source.line_blocks(self.settings.max_line_bytes), source.display, counts)
+        if self.settings.native and native.available():
+            self.read_jsonl_chunks(source.line_chunks(self.settings.max_line_bytes), source.display, counts)
+        else:
+            self.read_jsonl_lines(source.line_blocks(self.settings.max_line_bytes), source.display, counts)
+
+    # -- the native scanner ----------------------------------------------------------------------------
+    def read_jsonl_chunks(
+        self, chunks: Iterator[bytes | memoryview | LineTooLong], file: str, counts: FileCounts
+    ) -> None:
+        """JSON lines from ``split_chunks`` (a whole file, or a parallel worker's byte range): each chunk
+        scanned natively (``native``), the lines it defers read by the exact path, in line order."""
+        self._flush(file)
+        line_no = 1
+        try:
+            for chunk in chunks:
+                if isinstance(chunk, LineTooLong):
+                    self._too_long(file, LineTooLong(line_no, chunk.prefix, chunk.length))
+                    counts.read += 1
+                    line_no += 1
+                    continue
+                line_no += self._scan_chunk(chunk, line_no, file, counts)
+                self._write_held(file)
+        except ChunkStreamBroken as broken:
+            raise StreamBroken(line_no, broken.tail, broken.detail) from broken.__cause__
+        finally:
+            self.lines_seen += line_no - 1
+
+    def _scan_chunk(self, chunk: bytes | memoryview, line_no: int, file: str, counts: FileCounts) -> int:
+        """One chunk into the part, rows in line order; returns its number of lines."""
+        scanned = native.scan(chunk, self.settings.max_line_bytes)
+        arrays, refused = accept_columns(scanned.arrays)
+        taken = scanned.row_lines
+        deferred = scanned.deferred
+        if len(refused):  # rows the rule refuses: the exact path gives them their reasons
+            deferred = np.sort(np.concatenate([deferred, taken[refused]]))
+            taken = np.delete(taken, refused)
+        lines = taken.astype(np.int64) + line_no
+        counts.read += len(taken)
+        if len(deferred):
+            arrays, lines = self._exact_lines(chunk, scanned, deferred, line_no, file, counts, arrays, lines)
+        self.part.write_arrays(file, arrays, pa.array(lines))
+        return scanned.lines
+
+    def _exact_lines(
+        self,
+        chunk: bytes | memoryview,
+        scanned: native.Scanned,
+        deferred: np.ndarray,
+        line_no: int,
+        file: str,
+        counts: FileCounts,
+        arrays: list[pa.Array],
+        lines: np.ndarray,
+    ) -> tuple[list[pa.Array], np.ndarray]:
+        """The deferred lines of a chunk read as the pure-Python path reads any line (orjson, then
+        ``event_row``: the reference), merged with the scanned rows by line; their rejects held."""
+        for index in deferred.tolist():
+            self._exact_line(file, line_no + index, scanned.line(chunk, index), counts)
+        rows, row_lines = self.rows, self.lines
+        self.rows, self.lines, self.tuples = [], [], False
+        if not rows:
+            return arrays, lines
+        accepted = accept_rows(rows, mixed=True)
+        for index, reason, detail in accepted.refused:
+            row = dict(zip(EVENT_COLUMNS, as_row(rows[index]), strict=True))
+            self._reject(file, row_lines[index], reason, row, detail)
+        if accepted.arrays is None:
+            return arrays, lines
+        extra = np.asarray([row_lines[index] for index in accepted.kept], dtype=np.int64)
+        merged = np.concatenate([lines, extra])
+        order = np.argsort(merged, kind="stable")
+        arrays = [
+            pa.concat_arrays([mine, theirs]).take(order)
+            for mine, theirs in zip(arrays, accepted.arrays, strict=True)
+        ]
+        return arrays, merged[order]
+
+    def _exact_line(self, file: str, line_no: int, line: bytes, counts: FileCounts) -> None:
+        """One line the scanner deferred, as ``_jsonl_blocks`` reads a line it cannot take whole."""
+        if len(line) > self.settings.max_line_bytes:
+            self._too_long(file, LineTooLong(line_no, line[:SNIFF_BYTES], len(line)))
+            counts.read += 1
+            return
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            if line.isspace():
+                return
+            self._reject(file, line_no, "invalid-json", line, str(exc))
+            counts.read += 1
+            return
+        try:
+            self.rows.append(event_row(value))
+            self.lines.append(line_no)
+            counts.read += 1
+        except NotAnEvent:
+            counts.read += self._add_value(value, file, line_no)
 
     def read_jsonl_lines(self, blocks: Iterator[Any], file: str, counts: FileCounts) -> None:
         """JSON lines from ``split_lines`` blocks (a whole file, or a parallel worker's byte range)."""
@@ -161,7 +275,7 @@ class PartReader:
                     self.rows.extend(events)
                     self.lines.extend(range(line_no, line_no + len(lines)))
                     self._pending_read += len(lines)
-                    if len(self.rows) >= self.settings.batch_rows:
+                    if self._due():
                         self._flush(file)
                     continue
             rows_append = self.rows.append
@@ -196,7 +310,7 @@ class PartReader:
                     read += self._add_value(value, file, line_no)
             self._pending_read += read
             read = 0
-            if len(self.rows) >= self.settings.batch_rows:
+            if self._due():
                 self._flush(file)
 
     def _too_long(self, file: str, marker: LineTooLong) -> None:
@@ -220,7 +334,7 @@ class PartReader:
                     counts.read += 1
                 else:
                     counts.read += self._add_value(value, file, line_no)
-                if len(self.rows) >= self.settings.batch_rows:
+                if self._due():
                     self._flush(file)
         except STREAM_ERRORS as exc:
             detail = f"{source.compression} stream is broken after the document at line {last_line} ({exc})"
@@ -248,24 +362,39 @@ class PartReader:
                     self._reject(file, line_no + offset, "bad-encoding", line, str(exc))
                 except NotAnEvent as problem:
                     self._reject(file, line_no + offset, problem.reason, line, problem.detail)
-            if len(self.rows) >= self.settings.batch_rows:
+            if self._due():
                 self._flush(file)
                 self.tuples = True
 
     # -- writing -------------------------------------------------------------------------------------
     def _flush(self, file: str) -> None:
-        """Hand the buffered rows to the part writer; record the rows the acceptance rule refused."""
-        if not self.rows:
-            return
-        rows, lines, mixed = self.rows, self.lines, self.tuples
-        self.rows, self.lines, self.tuples = [], [], False
-        for line, reason, detail, row in self.part.write(file, rows, lines, mixed):
-            self._reject(file, line, reason, row, detail)
+        """Hand the buffered rows to the part writer; write the held rejects (with those of the rows the
+        acceptance rule refused) in line order."""
+        if self.rows:
+            rows, lines, mixed = self.rows, self.lines, self.tuples
+            self.rows, self.lines, self.tuples = [], [], False
+            for line, reason, detail, row in self.part.write(file, rows, lines, mixed):
+                self._reject(file, line, reason, row, detail)
+        self._write_held(file)
+
+    def _write_held(self, file: str) -> None:
+        self._held.sort(key=_line_of)  # stable: a line's own rejects, then its refused rows, in order
+        for line, reason, raw, detail in self._held:
+            self.rejects.add(file, line, reason, raw, detail)
+        self._held.clear()
+
+    def _due(self) -> bool:
+        """Time to flush: a batch of rows, or as many held rejects (memory stays bounded)."""
+        return len(self.rows) >= self.settings.batch_rows or len(self._held) >= self.settings.batch_rows
 
     def close(self) -> PartResult:
         """Finish the part file; what pass 2 needs to know about it."""
         release_scratch()
         return self.part.close()
+
+
+def _line_of(reject: tuple[int, str, Any, str]) -> int:
+    return reject[0]
 
 
 def _is_utf8(data: bytes) -> bool:

@@ -162,8 +162,51 @@ class OpenedSource:
         """Lines of the whole file in blocks; see ``split_lines``."""
         return split_lines(self.byte_blocks(), max_line_bytes, self._describe)
 
+    def line_chunks(self, max_line_bytes: int) -> Iterator[bytes | LineTooLong]:
+        """Whole-line chunks of the whole file, for the native scanner; see ``split_chunks``."""
+        return split_chunks(self.byte_blocks(), max_line_bytes, self._describe)
+
     def _describe(self, exc: BaseException) -> str:
         return _describe_stream_error(self, exc)
+
+
+def range_chunks(path: Path, start: int, end: int, max_line_bytes: int) -> Iterator[memoryview | LineTooLong]:
+    """Whole-line chunks of the byte range ``[start, end)`` of an uncompressed file (``start`` at a
+    line start), for the native scanner: views of one reused buffer (no allocation per block, no
+    page faults after the first; each view is valid until the next one is asked for). A line over
+    ``max_line_bytes`` is one ``LineTooLong`` (``line_no`` 0), read past without being held."""
+    buffer = bytearray(BLOCK_BYTES + max_line_bytes + 1)  # a block plus the longest line kept whole
+    view = memoryview(buffer)
+    held = 0  # the start of a line, moved to the front of the buffer
+    with open(path, "rb", buffering=0) as handle:
+        handle.seek(start)
+        left = end - start
+        while left > 0 or held:
+            got = handle.readinto(view[held : held + min(BLOCK_BYTES, left)]) if left > 0 else 0
+            left = left - got if got else 0  # a file shorter than its range ends the range
+            filled = held + got
+            cut = buffer.rfind(b"\n", held, filled) + 1 or (filled if left <= 0 else 0)
+            if cut:
+                yield view[:cut]
+                held = filled - cut
+                buffer[:held] = buffer[cut:filled]  # same length: allowed while views exist
+            else:
+                held = filled
+            if held > max_line_bytes:
+                length = held
+                prefix = bytes(view[:SNIFF_BYTES])
+                held = 0
+                while left > 0:
+                    got = handle.readinto(view[: min(BLOCK_BYTES, left)])
+                    left -= got
+                    newline = buffer.find(b"\n", 0, got)
+                    if newline >= 0:
+                        length += newline
+                        held = got - newline - 1
+                        buffer[:held] = buffer[newline + 1 : got]
+                        break
+                    length += got
+                yield LineTooLong(0, prefix, length)
 
 
 def range_blocks(path: Path, start: int, end: int) -> Iterator[bytes]:
@@ -226,6 +269,57 @@ def split_lines(
         yield skipping
     elif carry:
         yield line_no, [carry]
+
+
+class ChunkStreamBroken(Exception):
+    """``split_chunks``' stream failed; ``tail`` is the partial line read before the failure."""
+
+    def __init__(self, tail: bytes, detail: str) -> None:
+        super().__init__(detail)
+        self.tail = tail
+        self.detail = detail
+
+
+def split_chunks(
+    blocks: Iterator[bytes], max_line_bytes: int, describe: Callable[[BaseException], str] = str
+) -> Iterator[bytes | LineTooLong]:
+    """Whole-line chunks of ``blocks`` for the native scanner: ``split_lines`` without a bytes object
+    per line. A chunk holds complete lines (the file's last one may lack its newline); a line longer
+    than ``max_line_bytes`` that spans blocks is one ``LineTooLong`` (``line_no`` 0: the reader, which
+    counts lines, numbers it); a shorter over-long line stays in its chunk for the reader to mark.
+    Raises ``ChunkStreamBroken`` if decompression fails midway (after any marker being skipped)."""
+    carry = b""
+    skipping: LineTooLong | None = None
+    while True:
+        try:
+            block = next(blocks)
+        except StopIteration:
+            break
+        except STREAM_ERRORS as exc:
+            if skipping is not None:
+                yield skipping
+                carry = b""
+            raise ChunkStreamBroken(carry, describe(exc)) from exc
+        if skipping is not None:
+            newline = block.find(b"\n")
+            if newline < 0:
+                skipping = LineTooLong(0, skipping.prefix, skipping.length + len(block))
+                continue
+            yield LineTooLong(0, skipping.prefix, skipping.length + newline)
+            skipping = None
+            block = block[newline + 1 :]
+        data = carry + block if carry else block
+        end = data.rfind(b"\n") + 1
+        carry = data[end:]
+        if end:
+            yield data[:end]
+        if len(carry) > max_line_bytes:
+            skipping = LineTooLong(0, carry[:SNIFF_BYTES], len(carry))
+            carry = b""
+    if skipping is not None:
+        yield skipping
+    elif carry:
+        yield carry
 
 
 def _with_markers(

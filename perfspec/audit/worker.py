@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -59,9 +60,10 @@ def run(request: dict) -> None:
     skip_pandas_probe()
     import numpy as np
 
+    from perfspec.audit import native
     from perfspec.audit.pass1 import FileCounts, PartReader
     from perfspec.audit.rejects import RejectWriter
-    from perfspec.audit.sources import range_blocks, split_lines
+    from perfspec.audit.sources import range_blocks, range_chunks, split_lines
     from perfspec.fileio import write_json_atomic
     from perfspec.settings import CleanSettings
 
@@ -82,10 +84,16 @@ def run(request: dict) -> None:
                     counts = collector.read_source(source)
             else:
                 collector.begin_file()
-                ranged = range_blocks(Path(request["path"]), request["start"], request["end"])
-                blocks = _counting(ranged, newlines)
-                lines = split_lines(blocks, settings.max_line_bytes)
-                collector.read_jsonl_lines(lines, request["display"], counts)
+                path, start, end = Path(request["path"]), request["start"], request["end"]
+                if settings.native and native.available():
+                    chunks = range_chunks(path, start, end, settings.max_line_bytes)
+                    collector.read_jsonl_chunks(chunks, request["display"], counts)
+                    newlines[0] = collector.lines_seen
+                else:
+                    lines = split_lines(
+                        _counting(range_blocks(path, start, end), newlines), settings.max_line_bytes
+                    )
+                    collector.read_jsonl_lines(lines, request["display"], counts)
             part = collector.close()
     finally:
         if enabled:
@@ -107,6 +115,19 @@ def run(request: dict) -> None:
     )
 
 
+def run_claimed(payload: dict) -> None:
+    """Run the jobs of ``payload["jobs"]`` that no other process has claimed yet, in order: a job is
+    claimed by creating ``<claims>/<index>`` exclusively (atomic on a local file system), so the parent
+    and its worker processes share the ranges of one file without any other channel."""
+    claims = Path(payload["claims"])
+    for index, request in enumerate(payload["jobs"]):
+        try:
+            os.close(os.open(claims / str(index), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            continue
+        run(request)
+
+
 #: Exit status of a worker that could not write its part (a full disk): an environment problem.
 EXIT_WRITE_FAILED = 3
 
@@ -114,7 +135,8 @@ EXIT_WRITE_FAILED = 3
 def main(argv: list[str]) -> int:
     """Run one request; an OSError (its inputs are checked by the parent) is one line and exit 3."""
     try:
-        run(json.loads(argv[0]))
+        payload = json.loads(argv[0])
+        run_claimed(payload) if "jobs" in payload else run(payload)
     except OSError as exc:
         print(f"error: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_WRITE_FAILED
