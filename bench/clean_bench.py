@@ -39,6 +39,8 @@ from typing import Any
 
 import orjson
 
+from bench.results import write_section
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"
 OUT = REPO / "bench" / "out"
@@ -615,7 +617,6 @@ def _bench_mixed(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 # --- the report --------------------------------------------------------------------------------------
 
-START, END = "<!-- clean-bench:start -->", "<!-- clean-bench:end -->"
 DUCKDB_TARGET, RSS_CAP_MB, RSS_SIZE_MB, FLAT_MAX = 0.8, 512, 2000, 1.10
 
 
@@ -762,20 +763,6 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip("\n")
 
 
-def _write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section in RESULTS.md (between the clean-bench markers), atomically."""
-    from perfspec.fileio import write_text_atomic
-
-    current = path.read_text() if path.is_file() else "# Benchmark results\n"
-    block = f"{START}\n{text}\n{END}"
-    if START in current and END in current:
-        head, rest = current.split(START, 1)
-        current = head + block + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + block + "\n"
-    write_text_atomic(path, current)
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m bench clean", description=__doc__.split("\n\n")[0])
@@ -836,7 +823,7 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     print(json.dumps(report))
     if args.write:
-        _write_section(args.results, text)
+        write_section(args.results, "clean", text)
     if report.get("mixed") and not all(report["mixed"]["identical"].values()):
         raise SystemExit("mixed file: native on and off gave different outputs")
 

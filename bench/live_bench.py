@@ -38,8 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.results import write_section
+
 REPO = Path(__file__).resolve().parent.parent
-START, END = "<!-- live-bench:start -->", "<!-- live-bench:end -->"
 
 
 def _rows(count: int) -> list[tuple[Any, ...]]:
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     text = _report(args, predictor, results, (load_before, os.getloadavg()[0]))
     print(text)
     if not args.no_write:
-        _write_section(args.results, text)
+        write_section(args.results, "live", text)
 
 
 def _load_words(before: float, after: float) -> str:
@@ -258,20 +259,6 @@ def _report(args: Any, predictor: Any, results: dict[str, dict[str, Any]], load:
             f"({without} -> {with_model} ms)."
         )
     return "\n".join(lines)
-
-
-def _write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section in RESULTS.md (create the file if absent), atomically."""
-    from perfspec.fileio import write_text_atomic
-
-    current = path.read_text() if path.is_file() else "# Benchmark results\n"
-    block = f"{START}\n{text}\n{END}"
-    if START in current and END in current:
-        head, rest = current.split(START, 1)
-        current = head + block + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + block + "\n"
-    write_text_atomic(path, current)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.results import write_section
+
 REPO = Path(__file__).resolve().parent.parent
-START, END = "<!-- predict-bench:start -->", "<!-- predict-bench:end -->"
 CLI_ACTIONS = ("create_namespaces", "create_serviceaccounts")  # the README's example
 
 
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        _write_section(args.results, text)
+        write_section(args.results, "predict", text)
         print(f"\nwritten to {args.results}")
 
 
@@ -260,20 +261,6 @@ def _machine(tf: object) -> str:
         f"{platform.machine()}{' VM' if virtual else ''}, {os.cpu_count()} {'v' if virtual else ''}CPUs, "
         f"{memory} GB RAM, {f'{gpus} GPU(s)' if gpus else 'no GPU'}"
     )
-
-
-def _write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section in RESULTS.md (create the file if absent), atomically."""
-    from perfspec.fileio import write_text_atomic
-
-    current = path.read_text() if path.is_file() else "# Benchmark results\n"
-    block = f"{START}\n{text}\n{END}"
-    if START in current and END in current:
-        head, rest = current.split(START, 1)
-        current = head + block + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + block + "\n"
-    write_text_atomic(path, current)
 
 
 if __name__ == "__main__":
