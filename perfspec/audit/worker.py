@@ -56,8 +56,8 @@ def _counting(blocks: Iterator[bytes], tally: list[int]) -> Iterator[bytes]:
 
 
 def run(request: dict) -> None:
-    """One job: a byte range (``start``, ``end``) of a JSON-lines file, or the ``whole`` file."""
-    skip_pandas_probe()
+    """One job: a byte range (``start``, ``end``) of a JSON-lines file, or the ``whole`` file. Also runs
+    inside ``clean_sources``' own process and on Dask workers: it must not change their process state."""
     import numpy as np
 
     from perfspec.audit import native
@@ -134,6 +134,7 @@ EXIT_WRITE_FAILED = 3
 
 def main(argv: list[str]) -> int:
     """Run one request; an OSError (its inputs are checked by the parent) is one line and exit 3."""
+    skip_pandas_probe()  # this process only cleans: pyarrow never needs pandas here
     try:
         payload = json.loads(argv[0])
         run_claimed(payload) if "jobs" in payload else run(payload)
