@@ -124,18 +124,14 @@ def accept_rows(rows: Sequence[Row | Event], mixed: bool = True) -> Accepted:
         if not kept:
             return Accepted(None, [], refused)
         arrays = column_arrays([as_row(rows[i]) for i in kept], mixed=True)
-    bad = arrays[_RECEIVED].is_null()
-    for column in _TIMESTAMP_INDEXES:
-        values = arrays[column].cast(pa.int64())
-        outside = pc.or_kleene(pc.less(values, _EARLIEST_US), pc.greater(values, _LATEST_US))
-        bad = pc.or_kleene(bad, pc.fill_null(outside, False))
-    if not pc.any(bad).as_py():
+    bad = _untimed(arrays)
+    if not bad.any():
         return Accepted(arrays, kept, refused)
-    for position in np.flatnonzero(bad.to_numpy(zero_copy_only=False)):
+    for position in np.flatnonzero(bad):
         refused.append((kept[position], *_timestamp_problem(arrays, int(position))))
-    keep_mask = pc.invert(bad)
+    keep_mask = pa.array(~bad)
     arrays = [array.filter(keep_mask) for array in arrays]
-    kept = [index for index, drop in zip(kept, bad.to_pylist(), strict=True) if not drop]
+    kept = [index for index, drop in zip(kept, bad.tolist(), strict=True) if not drop]
     refused.sort()
     return Accepted(arrays if kept else None, kept, refused)
 
@@ -149,15 +145,21 @@ def accept_columns(arrays: list[pa.Array]) -> tuple[list[pa.Array], np.ndarray]:
     for column in _TIMESTAMP_INDEXES:
         converted[column], failed = _timestamps_or_null(arrays[column])
         bad |= failed
-    bad |= converted[_RECEIVED].is_null().to_numpy(zero_copy_only=False)
-    for column in _TIMESTAMP_INDEXES:
-        values = converted[column].cast(pa.int64())
-        outside = pc.or_kleene(pc.less(values, _EARLIEST_US), pc.greater(values, _LATEST_US))
-        bad |= pc.fill_null(outside, False).to_numpy(zero_copy_only=False)
+    bad |= _untimed(converted)
     if bad.any():
         keep = pa.array(~bad)
         converted = [array.filter(keep) for array in converted]
     return converted, np.flatnonzero(bad)
+
+
+def _untimed(arrays: list[pa.Array]) -> np.ndarray:
+    """Rows the rule refuses for their time: no request time, or a timestamp outside the range."""
+    bad = np.array(arrays[_RECEIVED].is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    for column in _TIMESTAMP_INDEXES:
+        values = arrays[column].cast(pa.int64())
+        outside = pc.or_kleene(pc.less(values, _EARLIEST_US), pc.greater(values, _LATEST_US))
+        bad |= pc.fill_null(outside, False).to_numpy(zero_copy_only=False)
+    return bad
 
 
 def _timestamps_or_null(strings: pa.Array) -> tuple[pa.Array, np.ndarray]:

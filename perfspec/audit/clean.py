@@ -273,9 +273,14 @@ def _request(
 JOB_BYTES = 64 * 1024 * 1024
 
 
+def _workers(settings: CleanSettings) -> int:
+    """Processes cleaning one file's ranges, this one included (``workers`` 0: one per CPU)."""
+    return settings.workers or os.cpu_count() or 1
+
+
 def _parallel_ranges(source: OpenedSource, settings: CleanSettings) -> list[tuple[int, int]]:
     """Byte ranges, split at line starts, for worker processes; [] to read the file in-process."""
-    workers = settings.workers or os.cpu_count() or 1
+    workers = _workers(settings)
     if workers < 2 or source.compression != "none" or source.format != "jsonl":
         return []
     if source.size < settings.parallel_min_bytes:
@@ -312,7 +317,7 @@ def _clean_in_workers(
         ],
         "claims": str(claims),
     }
-    helpers = min(settings.workers or os.cpu_count() or 1, len(ranges)) - 1
+    helpers = min(_workers(settings), len(ranges)) - 1
     processes = [
         subprocess.Popen(  # stderr in a pipe, not a file: a full disk must not hide it
             [sys.executable, "-m", "perfspec.audit.worker", json.dumps(payload)],

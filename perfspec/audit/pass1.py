@@ -224,20 +224,25 @@ class PartReader:
             self._too_long(file, LineTooLong(line_no, line[:SNIFF_BYTES], len(line)))
             counts.read += 1
             return
+        counts.read += self._read_line(file, line_no, line)
+
+    def _read_line(self, file: str, line_no: int, line: bytes) -> int:
+        """The reference read of one line: orjson, then ``event_row`` (which gives every reject its
+        reason); returns the records read (0 for a blank line, more for a list of events)."""
         try:
             value = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             if line.isspace():
-                return
+                return 0
             self._reject(file, line_no, "invalid-json", line, str(exc))
-            counts.read += 1
-            return
+            return 1
+        self.tuples = True
         try:
             self.rows.append(event_row(value))
             self.lines.append(line_no)
-            counts.read += 1
+            return 1
         except NotAnEvent:
-            counts.read += self._add_value(value, file, line_no)
+            return self._add_value(value, file, line_no)
 
     def read_jsonl_lines(self, blocks: Iterator[Any], file: str, counts: FileCounts) -> None:
         """JSON lines from ``split_lines`` blocks (a whole file, or a parallel worker's byte range)."""
@@ -252,9 +257,7 @@ class PartReader:
         """The hot loop. A block whose lines all decode on the typed fast path (``fastpath``) is
         taken whole; otherwise each line is tried on the fast path, then parsed with orjson and
         picked by ``event_row`` (which gives every reject its reason, as the fast path never does)."""
-        loads = orjson.loads
         decode = EVENT_DECODER.decode
-        decode_error = orjson.JSONDecodeError
         read = 0
         for block in blocks:
             if block.__class__ is LineTooLong:
@@ -293,21 +296,7 @@ class PartReader:
                         continue
                     except Exception:
                         pass
-                try:
-                    value = loads(line)
-                except decode_error as exc:
-                    if line.isspace():
-                        continue
-                    self._reject(file, line_no, "invalid-json", line, str(exc))
-                    read += 1
-                    continue
-                self.tuples = True
-                try:
-                    rows_append(event_row(value))
-                    lines_append(line_no)
-                    read += 1
-                except NotAnEvent:
-                    read += self._add_value(value, file, line_no)
+                read += self._read_line(file, line_no, line)
             self._pending_read += read
             read = 0
             if self._due():

@@ -228,47 +228,26 @@ def split_lines(
     """Yield ``(number of the first line, lines)`` blocks and ``LineTooLong`` markers, in order.
 
     Lines exclude their ``\\n``; blank lines are included (numbering stays right). A final line
-    without a newline is included. Raises ``StreamBroken`` if decompression fails midway.
+    without a newline is included. Raises ``StreamBroken`` if decompression fails midway. The blocks
+    are ``split_chunks``' (one place cuts blocks into lines and skips over-long ones), numbered here.
     """
-    carry = b""
     line_no = 1
-    skipping: LineTooLong | None = None
-    while True:
-        try:
-            block = next(blocks)
-        except StopIteration:
-            break
-        except STREAM_ERRORS as exc:
-            if skipping is not None:
-                yield skipping
+    try:
+        for chunk in split_chunks(blocks, max_line_bytes, describe):
+            if isinstance(chunk, LineTooLong):
+                yield LineTooLong(line_no, chunk.prefix, chunk.length)
                 line_no += 1
-                carry = b""
-            raise StreamBroken(line_no, carry, describe(exc)) from exc
-        if skipping is not None:
-            newline = block.find(b"\n")
-            if newline < 0:
-                skipping = LineTooLong(skipping.line_no, skipping.prefix, skipping.length + len(block))
                 continue
-            yield LineTooLong(skipping.line_no, skipping.prefix, skipping.length + newline)
-            skipping = None
-            line_no += 1
-            block = block[newline + 1 :]
-        data = carry + block if carry else block
-        lines = data.split(b"\n")
-        carry = lines.pop()
-        if len(data) > max_line_bytes and any(len(line) > max_line_bytes for line in lines):
-            yield from _with_markers(line_no, lines, max_line_bytes)
+            lines = chunk.split(b"\n")
+            if chunk.endswith(b"\n"):
+                lines.pop()
+            if len(chunk) > max_line_bytes and any(len(line) > max_line_bytes for line in lines):
+                yield from _with_markers(line_no, lines, max_line_bytes)
+            else:
+                yield line_no, lines
             line_no += len(lines)
-        elif lines:
-            yield line_no, lines
-            line_no += len(lines)
-        if len(carry) > max_line_bytes:
-            skipping = LineTooLong(line_no, carry[:SNIFF_BYTES], len(carry))
-            carry = b""
-    if skipping is not None:
-        yield skipping
-    elif carry:
-        yield line_no, [carry]
+    except ChunkStreamBroken as broken:
+        raise StreamBroken(line_no, broken.tail, broken.detail) from broken.__cause__
 
 
 class ChunkStreamBroken(Exception):

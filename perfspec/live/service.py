@@ -149,9 +149,7 @@ class LiveService:
                         self._cond.notify()
         if inline:
             try:
-                for action in inline:
-                    self._take_model()
-                    self._observe(action)
+                self._predict(inline)
             finally:
                 self._engine_lock.release()
                 if found:
@@ -183,6 +181,13 @@ class LiveService:
             self._started = True  # from now on the engine thread drains what inline steps leave queued
         return self
 
+    def _predict(self, actions: Sequence[LiveAction]) -> None:
+        """The engine step for each action, in order; a new model is taken between two actions.
+        Only whoever holds ``_engine_lock`` calls it."""
+        for action in actions:
+            self._take_model()
+            self._observe(action)
+
     def _run(self) -> None:
         """Drain the backlog (actions queued while the engine was busy), in submission order."""
         while True:
@@ -198,9 +203,7 @@ class LiveService:
                         self._queue.clear()
                         stopping = self._stopping and not batches
                     for batch in batches:
-                        for action in batch:
-                            self._take_model()
-                            self._observe(action)
+                        self._predict(batch)
                         with self._cond:
                             self._queued -= len(batch)
             if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_seconds:
