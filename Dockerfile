@@ -12,7 +12,8 @@ COPY deployments deployments
 COPY sample sample
 # a C compiler only while installing: hatch_build.py compiles perfspec clean's native scanner
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
-    && uv sync --frozen --no-dev \
+    && uv sync --frozen --no-dev --compile-bytecode \
+    && .venv/bin/python -m compileall -q perfspec tasks flows > /dev/null \
     && .venv/bin/python -c "from perfspec.audit import native; assert native.available(), 'scanner not built'" \
     && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 ENV PATH=/app/.venv/bin:$PATH \

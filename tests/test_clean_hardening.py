@@ -16,8 +16,10 @@ import json
 import lzma
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -252,6 +254,76 @@ def test_an_os_error_while_writing_is_an_environment_problem(
     with pytest.raises(EnvironmentProblem, match="space") as info:
         clean_sources([tmp_path / "audit.log"], tmp_path / "out", CleanSettings())
     assert info.value.hint
+
+
+def test_a_helper_killed_midway_is_one_error_and_no_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A helper dies of SIGKILL (the OOM killer's way): one error naming the signal, nothing written."""
+    from perfspec.audit import worker
+
+    parent, real_run = os.getpid(), worker.run
+
+    def run_or_die(request: dict) -> None:
+        if os.getpid() != parent:  # the forked helper (it inherits this patch)
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_run(request)
+
+    monkeypatch.setattr(worker, "run", run_or_die)
+    monkeypatch.setattr(clean_module, "JOB_BYTES", 4096)  # many ranges: the helper surely claims one
+    log = _big_log(tmp_path / "audit.log", 2_000)
+    settings = CleanSettings(workers=2, parallel_min_bytes=1024)
+    with pytest.raises(EnvironmentProblem, match="killed by SIGKILL") as info:
+        clean_sources([log], tmp_path / "out", settings)
+    assert "--workers 1" in (info.value.hint or "")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []
+
+
+def test_a_killed_clean_takes_its_helpers_with_it(tmp_path: Path) -> None:
+    """kill -9 of the cleaning process: its forked helper dies too instead of running to its end."""
+    log = _big_log(tmp_path / "audit.log", 2_000)
+    pids = tmp_path / "helper.pid"
+    script = f"""
+import os, time
+from pathlib import Path
+from perfspec.audit import clean, worker
+from perfspec.settings import CleanSettings
+parent = os.getpid()
+def run(request):
+    if os.getpid() != parent:
+        Path({str(pids)!r}).write_text(str(os.getpid()))
+        time.sleep(120)
+worker.run = run
+clean.JOB_BYTES = 4096
+settings = CleanSettings(workers=2, parallel_min_bytes=1024)
+clean.clean_sources([Path({str(log)!r})], Path({str(tmp_path / "out")!r}), settings)
+"""
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while not pids.exists() or not pids.read_text():
+            assert time.monotonic() < deadline and process.poll() is None, "the helper never started"
+            time.sleep(0.05)
+        helper = int(pids.read_text())
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 10
+        while _alive(helper):
+            assert time.monotonic() < deadline, "the helper outlived its parent"
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        if pids.exists() and pids.read_text() and _alive(int(pids.read_text())):
+            os.kill(int(pids.read_text()), signal.SIGKILL)  # this test failed: do not leave it behind
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by init, counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
 
 
 # --- 11: the output folder inside the input folder ----------------------------------------------------

@@ -18,8 +18,7 @@ import itertools
 import json
 import os
 import queue
-import subprocess
-import sys
+import signal
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -40,7 +39,7 @@ from perfspec.audit.pass1 import FileCounts, PartReader
 from perfspec.audit.rejects import RejectWriter
 from perfspec.audit.schema import EVENTS_SCHEMA
 from perfspec.audit.sources import OUTPUT_FILES, OpenedSource, expand_sources, line_start_after, open_source
-from perfspec.audit.worker import EXIT_WRITE_FAILED, run_claimed
+from perfspec.audit.worker import EXIT_WRITE_FAILED, Helper, run_claimed
 from perfspec.audit.worker import run as run_job
 from perfspec.errors import EnvironmentProblem, InputError
 from perfspec.fileio import atomic_open, atomic_path, ensure_writable_dir, write_json_atomic
@@ -317,33 +316,23 @@ def _clean_in_workers(
         ],
         "claims": str(claims),
     }
-    helpers = min(_workers(settings), len(ranges)) - 1
-    processes = [
-        subprocess.Popen(  # stderr in a pipe, not a file: a full disk must not hide it
-            [sys.executable, "-m", "perfspec.audit.worker", json.dumps(payload)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for _ in range(helpers)
-    ]
+    helpers = [Helper(payload) for _ in range(min(_workers(settings), len(ranges)) - 1)]
     mine: BaseException | None = None
     try:
         run_claimed(payload)
     except BaseException as error:  # every worker must end before the folder is removed
         mine = error
-        for process in processes:
-            process.kill()
+        for helper in helpers:
+            helper.kill()
     failures = []
     write_failures = []
-    for process in processes:
-        _, err = process.communicate()
-        code = process.returncode
+    for helper in helpers:
+        code, err = helper.finish()
         if code != 0 and mine is None:
             tail = err.decode(errors="replace").strip().splitlines()[-3:]
             if code == EXIT_WRITE_FAILED and tail:
                 write_failures.append(tail[-1].removeprefix("error: "))
-            failures.append(f"exit {code}: {' | '.join(tail)}")
+            failures.append(_exit_reason(code) + (f": {' | '.join(tail)}" if tail else ""))
     if mine is not None:
         raise mine
     if write_failures:  # every worker has ended: none writes into the folder about to be removed
@@ -356,6 +345,14 @@ def _clean_in_workers(
             hint="re-run with --workers 1 to clean in one process",
         )
     return _collect_jobs(source, job_dirs, rejects)
+
+
+def _exit_reason(code: int) -> str:
+    """A helper's exit status in words: ``killed by SIGKILL`` rather than ``exit -9``."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit {code}"
 
 
 def _collect_jobs(

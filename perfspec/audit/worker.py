@@ -1,9 +1,11 @@
 """A parallel cleaning worker: pass 1 over one byte range of a large uncompressed JSON-lines file, or
 over one whole file of any format.
 
-Run as ``python -m perfspec.audit.worker '<json request>'`` by ``clean._clean_in_workers`` (a plain
-subprocess, not multiprocessing, so it works the same from the CLI, pytest or a Prefect worker), or
-called as ``run(request)`` on an executor's worker (a Dask cluster: ``perfspec.scaleout``). It writes into
+Started by ``clean._clean_in_workers`` through ``start_helper``: forked on Linux (the child starts
+working at once, with every module already imported: a spawned interpreter spends ~0.3 s of a core
+importing them), else run as ``python -m perfspec.audit.worker '<json request>'``. Either way it reports
+failures the same way: its exit status and the last lines of its stderr. Also called as
+``run(request)`` on an executor's worker (a Dask cluster: ``perfspec.scaleout``). It writes into
 ``out_dir``: ``part.arrow`` (Arrow IPC), ``rejects.jsonl`` (line numbers relative to the range),
 ``hashes.npy``, ``ranks.npy`` and, last, ``result.json`` (counts, lines in the range, time range; for a
 whole file, its ``FileCounts`` and rows).
@@ -11,10 +13,14 @@ whole file, its ``FileCounts`` and rows).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
+import signal
+import subprocess
 import sys
+import traceback
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -132,16 +138,97 @@ def run_claimed(payload: dict) -> None:
 EXIT_WRITE_FAILED = 3
 
 
-def main(argv: list[str]) -> int:
-    """Run one request; an OSError (its inputs are checked by the parent) is one line and exit 3."""
+def _serve(payload: dict) -> int:
+    """A helper process's whole job; an OSError (its inputs are checked by the parent) is one line and
+    exit 3."""
     skip_pandas_probe()  # this process only cleans: pyarrow never needs pandas here
     try:
-        payload = json.loads(argv[0])
         run_claimed(payload) if "jobs" in payload else run(payload)
     except OSError as exc:
         print(f"error: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_WRITE_FAILED
     return 0
+
+
+def main(argv: list[str]) -> int:
+    """``python -m perfspec.audit.worker '<json payload>'``: the spawned helper."""
+    return _serve(json.loads(argv[0]))
+
+
+class Helper:
+    """A helper process cleaning ranges beside this one: ``kill()``, then ``finish()`` -> (exit status,
+    its stderr). The status reads as ``Popen.returncode`` does: negative for a signal."""
+
+    def __init__(self, payload: dict) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.pid = 0
+        if sys.platform != "linux":  # fork is multiprocessing's default start method only on Linux
+            self.process = subprocess.Popen(  # stderr in a pipe, not a file: a full disk must not hide it
+                [sys.executable, "-m", "perfspec.audit.worker", json.dumps(payload)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            return
+        sys.stdout.flush()  # nothing buffered here may be written twice, once by the child
+        sys.stderr.flush()
+        read_end, write_end = os.pipe()
+        parent = os.getpid()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: never returns into the caller's frames
+            _forked_child(payload, read_end, write_end, parent)
+        os.close(write_end)
+        self.errors = read_end
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+    def finish(self) -> tuple[int, bytes]:
+        """Wait for the helper to end: its exit status and everything it wrote to stderr."""
+        if self.process is not None:
+            _, err = self.process.communicate()
+            return self.process.returncode, err
+        chunks = []
+        with os.fdopen(self.errors, "rb") as stream:
+            while chunk := stream.read(65536):
+                chunks.append(chunk)
+        _, status = os.waitpid(self.pid, 0)
+        return os.waitstatus_to_exitcode(status), b"".join(chunks)
+
+
+def _forked_child(payload: dict, read_end: int, write_end: int, parent: int) -> None:
+    """The forked helper: stderr into the pipe, killed with its parent, ``_serve``, then ``os._exit``
+    (no ``finally`` or ``atexit`` of the parent's runs here: its temporary folders stay its own)."""
+    code = 1
+    try:
+        os.close(read_end)
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        _die_with_parent(parent)
+        code = _serve(payload)
+    except BaseException:  # anything at all: reported on stderr, never raised into the parent's code
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL this process when its parent dies (a kill -9 of ``perfspec clean`` must not leave it
+    running to the end of its ranges)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
 
 
 if __name__ == "__main__":
