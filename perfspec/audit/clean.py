@@ -22,7 +22,7 @@ import signal
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -119,7 +119,7 @@ def clean_sources(
             # before this point (bad input) leaves the previous, complete output untouched.
             with contextlib.suppress(FileNotFoundError):
                 (out_dir / SUMMARY_FILE).unlink()
-            keep = _latest_stage_mask(parts) if settings.dedupe else None
+            keep = _latest_stage_mask(parts, _workers(settings)) if settings.dedupe else None
             _pass_two(parts, events_tmp, keep, settings.batch_rows)
             _fill_counts(summary, parts, keep, rejects)
         write_json_atomic(out_dir / SUMMARY_FILE, summary.to_dict())
@@ -392,24 +392,31 @@ def _collect_jobs(
 _MASK_BUCKET_BITS = 4
 
 
-def _latest_stage_mask(parts: list[PartResult]) -> np.ndarray:
-    """True for the row to keep of each request: its latest stage, the first such record on ties."""
+def _latest_stage_mask(parts: list[PartResult], threads: int = 2) -> np.ndarray:
+    """True for the row to keep of each request: its latest stage, the first such record on ties.
+
+    Buckets are independent (equal hashes share one) and numpy sorts without the GIL: ``threads``
+    threads sort them side by side."""
     hashes = np.concatenate([p.hashes for p in parts]) if parts else np.empty(0, np.uint64)
     ranks = np.concatenate([p.ranks for p in parts]) if parts else np.empty(0, np.int8)
     for part in parts:
         part.hashes = part.ranks = np.empty(0)
     keep = np.zeros(len(hashes), dtype=bool)
     buckets = (hashes >> np.uint64(64 - _MASK_BUCKET_BITS)).astype(np.uint8)
-    for bucket in range(1 << _MASK_BUCKET_BITS):  # equal hashes always share a bucket
+
+    def mark(bucket: int) -> None:  # each bucket writes only its own rows of ``keep``
         rows = np.flatnonzero(buckets == bucket)
         if len(rows) == 0:
-            continue
+            return
         bucket_hashes = hashes[rows]
         order = np.lexsort((rows, -ranks[rows].astype(np.int16), bucket_hashes))
         sorted_hashes = bucket_hashes[order]
         first = np.ones(len(order), dtype=bool)
         first[1:] = sorted_hashes[1:] != sorted_hashes[:-1]
         keep[rows[order[first]]] = True
+
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="clean-mask") as pool:
+        list(pool.map(mark, range(1 << _MASK_BUCKET_BITS)))
     return keep
 
 

@@ -24,9 +24,12 @@ from perfspec.audit.readers import Row
 from perfspec.audit.schema import EVENT_COLUMNS, EVENTS_SCHEMA, MAX_AUDIT_ID_CHARS, STAGE_RANK
 
 #: Dictionary encoding only where values repeat (measured: faster and smaller than on every column).
+#: Request URIs and object names repeat too (the paper's 16,474 Logstash events: 1,910 distinct URIs, 764
+#: names): dictionary-encoded they encode ~12 % faster and the file is ~11 % smaller; a column whose
+#: dictionary outgrows its page limit falls back to plain encoding by itself.
 DICTIONARY_COLUMNS = [
-    "stage", "verb", "username", "user_agent", "source_ip", "namespace", "resource", "subresource",
-    "api_group", "api_version", "response_code", "level", "source_file",
+    "stage", "verb", "username", "user_agent", "source_ip", "namespace", "resource", "subresource", "name",
+    "api_group", "api_version", "response_code", "request_uri", "level", "source_file",
 ]  # fmt: skip
 PARQUET_OPTIONS: dict[str, Any] = {
     "compression": "zstd",
