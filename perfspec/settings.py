@@ -77,6 +77,11 @@ class CleanSettings(_Section):
         description="scan JSON lines with the native scanner when it is built (false: the pure-Python "
         "path; same outputs, several times slower)",
     )
+    parts_compression: Literal["auto", "lz4", "none"] = Field(
+        "auto",
+        description="pass 1's temporary parts in the output folder: none (about 0.4x the JSON read, ~10 % "
+        "faster), lz4 (about 0.14x), auto (none when the disk has room for it, else lz4)",
+    )
 
 
 #: The PerfSPEC paper's rule (``perfspec.actions.presets.PAPER``): these verbs and resources are dropped.

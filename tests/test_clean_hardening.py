@@ -242,6 +242,54 @@ def test_out_on_a_full_disk(tmp_path: Path, workers: int) -> None:
         assert [p.name for p in (mounted / "out").iterdir()] == []  # no temp file left behind
 
 
+def test_parts_are_compressed_only_when_the_disk_is_short_of_room(tmp_path: Path) -> None:
+    """``parts_compression`` auto: uncompressed parts (faster) when the output disk has room for twice
+    their expected size (0.4x the JSON), LZ4 otherwise; an explicit choice is kept as it is."""
+    log = _big_log(tmp_path / "audit.log")  # ~7 MB: parts of ~3 MB expected
+    files = expand_sources([log])
+    with _tmpfs(tmp_path / "small", "size=4m") as small, _tmpfs(tmp_path / "large", "size=64m") as large:
+        assert (
+            clean_module.resolve_parts_compression(CleanSettings(), files, small).parts_compression == "lz4"
+        )
+        assert (
+            clean_module.resolve_parts_compression(CleanSettings(), files, large).parts_compression == "none"
+        )
+        kept = CleanSettings(parts_compression="lz4")
+        assert clean_module.resolve_parts_compression(kept, files, large).parts_compression == "lz4"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_compressed_and_uncompressed_parts_give_the_same_bytes(tmp_path: Path, workers: int) -> None:
+    log = _big_log(tmp_path / "audit.log", 5_000)
+    outputs = []
+    for compression in ("none", "lz4"):
+        out = tmp_path / compression
+        settings = CleanSettings(parts_compression=compression, workers=workers, parallel_min_bytes=1024)
+        clean_sources([log], out, settings)
+        outputs.append([(out / name).read_bytes() for name in ("events.parquet", "rejects.jsonl")])
+    assert outputs[0] == outputs[1]
+
+
+def test_uncompressed_parts_are_written_uncompressed(tmp_path: Path) -> None:
+    """The two choices really differ on disk (the outputs above cannot tell them apart)."""
+    from perfspec.audit.parts import PartWriter
+    from perfspec.audit.readers import event_row
+
+    rows = [
+        event_row(orjson.loads(line))
+        for line in _big_log(tmp_path / "audit.log", 2_000).read_bytes().splitlines()
+    ]
+    sizes = {}
+    for compression in ("none", "lz4"):
+        writer = PartWriter(tmp_path / f"{compression}.arrow", compression)
+        writer.begin_file()
+        assert writer.write("audit.log", rows, list(range(1, len(rows) + 1)), mixed=False) == []
+        part = writer.close()
+        assert part.rows == len(rows)
+        sizes[compression] = (tmp_path / f"{compression}.arrow").stat().st_size
+    assert sizes["none"] > 1.5 * sizes["lz4"], sizes
+
+
 @pytest.mark.parametrize("where", ["_pass_one", "_pass_two", "write_json_atomic"])
 def test_an_os_error_while_writing_is_an_environment_problem(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str

@@ -75,7 +75,10 @@ class PartReader:
     def __init__(self, path: Path, settings: CleanSettings, rejects: RejectWriter) -> None:
         self.settings = settings
         self.rejects = rejects
-        self.part = PartWriter(path)
+        # "auto" is resolved by clean_sources before any part is written; a PartReader used alone
+        # compresses (its caller has not measured the disk)
+        compression = settings.parts_compression
+        self.part = PartWriter(path, "lz4" if compression == "auto" else compression)
         self.rows: list[Row | Event] = []  # tuples, or fast-path Events when ``tuples`` is False
         self.tuples = False  # some of ``rows`` may be tuples (the slow paths append them)
         self.lines: list[int] = []

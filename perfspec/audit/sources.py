@@ -399,6 +399,13 @@ def _written_by_clean(summary: Path) -> bool:
     return isinstance(value, dict) and {"read", "kept", "duplicates", "rejected", "files"} <= value.keys()
 
 
+def is_compressed(path: Path) -> bool:
+    """Whether ``path`` starts like a gzip, xz or bz2 stream (the magic bytes ``open_source`` reads)."""
+    with open(path, "rb") as handle:
+        magic = handle.read(8)
+    return any(magic.startswith(prefix) for prefix, _ in _MAGIC)
+
+
 def open_source(path: Path) -> OpenedSource:
     """Open ``path``, detect compression from magic bytes and format from its first records.
 
