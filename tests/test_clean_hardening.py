@@ -327,6 +327,34 @@ def test_a_helper_killed_midway_is_one_error_and_no_output(
     assert [p.name for p in (tmp_path / "out").iterdir()] == []
 
 
+def test_the_pass_two_helper_killed_is_one_error_and_no_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pass 2's helper (the second half of the row groups) dies of SIGKILL: one error, nothing written."""
+    parent, real_write = os.getpid(), vars(clean_module)["_write_row_groups"]
+
+    def write_or_die(*args: object) -> None:
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_write(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(clean_module, "_write_row_groups", write_or_die)
+    log = _big_log(tmp_path / "audit.log", 2_000)
+    with pytest.raises(EnvironmentProblem, match="killed by SIGKILL") as info:
+        clean_sources([log], tmp_path / "out", CleanSettings(workers=2, batch_rows=100))
+    assert "--workers 1" in (info.value.hint or "")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []
+
+
+def test_pass_two_in_two_processes_writes_what_one_writes(tmp_path: Path) -> None:
+    log = _big_log(tmp_path / "audit.log", 3_000)
+    for workers in (1, 2, 3):
+        clean_sources([log], tmp_path / str(workers), CleanSettings(workers=workers, batch_rows=128))
+    one = (tmp_path / "1" / "events.parquet").read_bytes()
+    assert (tmp_path / "2" / "events.parquet").read_bytes() == one
+    assert (tmp_path / "3" / "events.parquet").read_bytes() == one
+
+
 def test_a_killed_clean_takes_its_helpers_with_it(tmp_path: Path) -> None:
     """kill -9 of the cleaning process: its forked helper dies too instead of running to its end."""
     log = _big_log(tmp_path / "audit.log", 2_000)

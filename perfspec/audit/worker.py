@@ -14,6 +14,7 @@ whole file, its ``FileCounts`` and rows).
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -21,7 +22,7 @@ import signal
 import subprocess
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -142,12 +143,7 @@ def _serve(payload: dict) -> int:
     """A helper process's whole job; an OSError (its inputs are checked by the parent) is one line and
     exit 3."""
     skip_pandas_probe()  # this process only cleans: pyarrow never needs pandas here
-    try:
-        run_claimed(payload) if "jobs" in payload else run(payload)
-    except OSError as exc:
-        print(f"error: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_WRITE_FAILED
-    return 0
+    return writing_exit_code(lambda: run_claimed(payload) if "jobs" in payload else run(payload))
 
 
 def main(argv: list[str]) -> int:
@@ -155,28 +151,42 @@ def main(argv: list[str]) -> int:
     return _serve(json.loads(argv[0]))
 
 
-class Helper:
-    """A helper process cleaning ranges beside this one: ``kill()``, then ``finish()`` -> (exit status,
-    its stderr). The status reads as ``Popen.returncode`` does: negative for a signal."""
+#: Whether helpers are forked: fork is multiprocessing's default start method only on Linux.
+CAN_FORK = sys.platform == "linux"
 
-    def __init__(self, payload: dict) -> None:
+
+class Helper:
+    """A helper process working beside this one: ``kill()``, then ``finish()`` -> (exit status, its
+    stderr). The status reads as ``Popen.returncode`` does: negative for a signal.
+
+    ``Helper(payload)`` cleans ranges (``run_claimed``), forked where ``CAN_FORK``, else spawned as
+    ``python -m perfspec.audit.worker``; ``Helper(work=...)`` forks a child that runs ``work()`` and
+    exits with what it returns (only where ``CAN_FORK``)."""
+
+    def __init__(self, payload: dict | None = None, work: Callable[[], int] | None = None) -> None:
         self.process: subprocess.Popen[bytes] | None = None
         self.pid = 0
-        if sys.platform != "linux":  # fork is multiprocessing's default start method only on Linux
-            self.process = subprocess.Popen(  # stderr in a pipe, not a file: a full disk must not hide it
-                [sys.executable, "-m", "perfspec.audit.worker", json.dumps(payload)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            return
+        if work is None:
+            if payload is None:
+                raise TypeError("Helper needs a payload or work")
+            if not CAN_FORK:
+                self.process = subprocess.Popen(  # stderr in a pipe, not a file: a full disk must not hide it
+                    [sys.executable, "-m", "perfspec.audit.worker", json.dumps(payload)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+                return
+            work = functools.partial(_serve, payload)
+        elif not CAN_FORK:
+            raise RuntimeError("a Helper with work needs fork (Linux)")
         sys.stdout.flush()  # nothing buffered here may be written twice, once by the child
         sys.stderr.flush()
         read_end, write_end = os.pipe()
         parent = os.getpid()
         self.pid = os.fork()
         if self.pid == 0:  # the child: never returns into the caller's frames
-            _forked_child(payload, read_end, write_end, parent)
+            _forked_child(work, read_end, write_end, parent)
         os.close(write_end)
         self.errors = read_end
 
@@ -200,8 +210,18 @@ class Helper:
         return os.waitstatus_to_exitcode(status), b"".join(chunks)
 
 
-def _forked_child(payload: dict, read_end: int, write_end: int, parent: int) -> None:
-    """The forked helper: stderr into the pipe, killed with its parent, ``_serve``, then ``os._exit``
+def writing_exit_code(work: Callable[[], None]) -> int:
+    """Run a helper's ``work``: 0, or an OSError (a full disk) as one line on stderr and exit 3."""
+    try:
+        work()
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
+    return 0
+
+
+def _forked_child(work: Callable[[], int], read_end: int, write_end: int, parent: int) -> None:
+    """The forked helper: stderr into the pipe, killed with its parent, ``work()``, then ``os._exit``
     (no ``finally`` or ``atexit`` of the parent's runs here: its temporary folders stay its own)."""
     code = 1
     try:
@@ -210,7 +230,7 @@ def _forked_child(payload: dict, read_end: int, write_end: int, parent: int) -> 
         os.close(write_end)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         _die_with_parent(parent)
-        code = _serve(payload)
+        code = work()
     except BaseException:  # anything at all: reported on stderr, never raised into the parent's code
         with contextlib.suppress(BaseException):
             traceback.print_exc()
