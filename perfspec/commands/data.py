@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from pathlib import Path
@@ -95,6 +96,9 @@ def clean_command(
     )
     show_progress = sys.stderr.isatty() if progress is None else progress
     summary = clean_sources(sources, out, settings.clean, progress=show_progress and not as_json)
+    # The outputs are written and closed: the interpreter's final garbage collection over every object
+    # of the imported modules (pyarrow, pydantic...) is not needed at exit (~50 ms of a ~2 s clean).
+    gc.freeze()
     if as_json:
         typer.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
     else:
