@@ -346,6 +346,57 @@ def test_the_pass_two_helper_killed_is_one_error_and_no_output(
     assert [p.name for p in (tmp_path / "out").iterdir()] == []
 
 
+def test_a_full_disk_in_a_helper_is_reported_as_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The helper's one-line error reaches this process although ``sys.stderr`` is not fd 2 here
+    (pytest's capture; a progress display's proxy in a terminal): the disk hint, not "helper failed"."""
+    parent, real_write = os.getpid(), vars(clean_module)["_write_row_groups"]
+
+    def write_or_fill(*args: object) -> None:
+        if os.getpid() != parent:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(clean_module, "_write_row_groups", write_or_fill)
+    log = _big_log(tmp_path / "audit.log", 2_000)
+    with pytest.raises(EnvironmentProblem, match="No space left") as info:
+        clean_sources([log], tmp_path / "out", CleanSettings(workers=2, batch_rows=100))
+    assert "free some space" in (info.value.hint or "")
+
+
+def test_helpers_work_with_stdout_closed_and_sigchld_ignored(tmp_path: Path) -> None:
+    """A daemon's setting: no stdout at all, and children reaped by the system (SIGCHLD ignored)."""
+    log = _big_log(tmp_path / "audit.log", 3_000)
+    script = f"""
+import signal, sys
+from pathlib import Path
+from perfspec.audit.clean import clean_sources
+from perfspec.settings import CleanSettings
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+sys.stdout = None
+settings = CleanSettings(workers=2, batch_rows=100, parallel_min_bytes=1024)
+summary = clean_sources([Path({str(log)!r})], Path({str(tmp_path / "out")!r}), settings)
+sys.stderr.write(f"kept {{summary.kept}}")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.endswith("kept 3000")
+    closed = subprocess.run(  # the CLI with its stdout closed (``>&-``)
+        [
+            "bash",
+            "-c",
+            f'"{sys.executable}" -m perfspec clean "{log}" --out "{tmp_path / "cli"}" --workers 2 --json >&-',
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert (tmp_path / "cli" / "summary.json").exists(), closed.stderr
+
+
 def test_pass_two_in_two_processes_writes_what_one_writes(tmp_path: Path) -> None:
     log = _big_log(tmp_path / "audit.log", 3_000)
     for workers in (1, 2, 3):

@@ -1,12 +1,13 @@
 """Raw audit logs -> ``events.parquet`` + ``rejects.jsonl`` + ``summary.json`` (``perfspec clean``).
 
 Two passes. Pass 1 (``pass1.PartReader``) streams each file into Arrow IPC "parts" in log order, leaving
-per row only a 64-bit audit-ID hash and a stage rank; a large uncompressed JSON-lines file is split at
-line boundaries and its halves parsed by worker subprocesses (``worker.py``) in parallel. Then one sort
-of the hashes picks, for each request logged at several stages, the row of its latest stage; pass 2
-writes the kept rows of the parts, in order, into the final Parquet file (row groups of ``batch_rows``
-rows, whatever the split), the only Parquet encoding of the run. Outputs appear atomically and
-``summary.json`` last: its presence marks a finished run, so a crashed run is simply run again.
+per row only a 64-bit audit-ID hash and a stage rank; a large uncompressed JSON-lines file is cut at
+line boundaries into ranges that this process and forked helper processes (``worker.py``) parse in
+parallel. Then one sort of the hashes picks, for each request logged at several stages, the row of its
+latest stage; pass 2 writes the kept rows of the parts, in order, into the final Parquet file (row
+groups of ``batch_rows`` rows, whatever the split), the only Parquet encoding of the run, its two
+halves in two processes. Outputs appear atomically and ``summary.json`` last: its presence marks a
+finished run, so a crashed run is simply run again.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -352,9 +353,11 @@ def _clean_in_workers(
         ],
         "claims": str(claims),
     }
-    helpers = [Helper(payload) for _ in range(min(_workers(settings), len(ranges)) - 1)]
+    helpers: list[Helper] = []
     mine: BaseException | None = None
     try:
+        for _ in range(min(_workers(settings), len(ranges)) - 1):
+            helpers.append(_start_helper(payload=payload))
         run_claimed(payload)
     except BaseException as error:  # every worker must end before the folder is removed
         mine = error
@@ -479,7 +482,7 @@ def _pass_two(
         return
     middle = groups // 2 * group_rows
     second = work_dir / "second-half.parquet"
-    helper = Helper(
+    helper = _start_helper(
         work=lambda: writing_exit_code(
             lambda: _write_row_groups(parts, second, keep, group_rows, middle, kept)
         )
@@ -500,8 +503,26 @@ def _pass_two(
             f"writing {EVENTS_FILE}: a helper process failed ({detail})",
             hint="re-run with --workers 1 to clean in one process",
         )
-    append_row_groups(target, second)
+    try:
+        append_row_groups(target, second)
+    except (ValueError, FileNotFoundError) as error:  # the helper ended without writing its whole file
+        raise EnvironmentProblem(
+            f"writing {EVENTS_FILE}: a helper process left an incomplete file ({error})",
+            hint="re-run with --workers 1 to clean in one process",
+        ) from error
     second.unlink()
+
+
+def _start_helper(payload: dict[str, Any] | None = None, work: Callable[[], int] | None = None) -> Helper:
+    """A helper process; one that cannot be started (no memory, no process slots) is an environment
+    problem with its own hint, not a disk one."""
+    try:
+        return Helper(payload, work)
+    except OSError as error:
+        raise EnvironmentProblem(
+            f"cannot start a helper process: {error.strerror or error}",
+            hint="re-run with --workers 1 to clean in one process",
+        ) from error
 
 
 def _write_row_groups(

@@ -180,8 +180,10 @@ class Helper:
             work = functools.partial(_serve, payload)
         elif not CAN_FORK:
             raise RuntimeError("a Helper with work needs fork (Linux)")
-        sys.stdout.flush()  # nothing buffered here may be written twice, once by the child
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):  # nothing buffered here may be written twice (the child)
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.flush()
         read_end, write_end = os.pipe()
         parent = os.getpid()
         self.pid = os.fork()
@@ -206,7 +208,10 @@ class Helper:
         with os.fdopen(self.errors, "rb") as stream:
             while chunk := stream.read(65536):
                 chunks.append(chunk)
-        _, status = os.waitpid(self.pid, 0)
+        try:
+            _, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:  # SIGCHLD ignored by the host: reaped already, status unknown (as Popen,
+            return 0, b"".join(chunks)  # read as success: the callers check that the work was done)
         return os.waitstatus_to_exitcode(status), b"".join(chunks)
 
 
@@ -228,6 +233,13 @@ def _forked_child(work: Callable[[], int], read_end: int, write_end: int, parent
         os.close(read_end)
         os.dup2(write_end, 2)
         os.close(write_end)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)  # the parent's stdout may carry --json: nothing of the child's goes there
+        os.close(devnull)
+        # New stream objects on fds 1 and 2: the inherited ones may be a progress display's proxies
+        # (rich), pytest's capture or a notebook's, which would not write into the pipe.
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 (the process ends with os._exit)
+        sys.stderr = open(2, "w", buffering=1, closefd=False, errors="backslashreplace")  # noqa: SIM115
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         _die_with_parent(parent)
         code = work()
