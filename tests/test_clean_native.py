@@ -600,6 +600,22 @@ def test_reject_order_follows_the_references_batches(tmp_path: Path) -> None:
         assert_lines_same(tmp_path / f"b{batch_rows}", lines, batch_rows=batch_rows, max_line_bytes=4096)
 
 
+@pytest.mark.parametrize("limit", [1000, 10_000])
+def test_nesting_around_orjsons_limit_with_any_recursion_limit(tmp_path: Path, limit: int) -> None:
+    """orjson refuses depth > 1024; the fast path (msgspec) refuses past the recursion limit. A host that
+    raised that limit (found by review: native on and off then differed) must not change the outputs."""
+    deep = [
+        line(f"deep-{depth}", raw={"requestObject": "[" * depth + "]" * depth})
+        for depth in (1020, 1024, 1025, 3000)
+    ]
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit)
+    try:
+        assert_lines_same(tmp_path, [line("a"), *deep, line("b")])
+    finally:
+        sys.setrecursionlimit(before)
+
+
 def test_a_2mb_line_with_the_default_limit(tmp_path: Path) -> None:
     big = "y" * (2 * 1024 * 1024)
     lines = [

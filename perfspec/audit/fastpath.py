@@ -11,11 +11,13 @@ through the orjson path, which gives the reasons and messages. Where msgspec is 
 orjson it is not used at all: invalid UTF-8 inside a skipped value (callers send only ASCII lines
 here) and numbers beyond the double range inside a skipped value, which orjson rejects as invalid
 JSON (``may_hold_huge_number`` sends such blocks to the orjson path). Nesting too deep for orjson is
-too deep for msgspec first (it stops at the interpreter's recursion limit, below orjson's 1024).
+too deep for msgspec first (it stops at the interpreter's recursion limit, below orjson's 1024; where a
+host raised that limit, ``pass1`` does not use the fast path: ``refuses_what_orjson_refuses``).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from operator import attrgetter
 from typing import Annotated, Any, Literal
@@ -159,6 +161,17 @@ def _scratch(n: int) -> tuple[np.ndarray, np.ndarray]:
 def release_scratch() -> None:
     """Free the work arrays (end of pass 1: they would only add to pass 2's peak memory)."""
     _SCRATCH.clear()
+
+
+#: orjson refuses JSON nested deeper than this; msgspec refuses it only past the interpreter's
+#: recursion limit (1000 by default, so before orjson does).
+ORJSON_MAX_DEPTH = 1024
+
+
+def refuses_what_orjson_refuses() -> bool:
+    """Whether the fast path refuses every line orjson refuses for its depth: not where the host raised
+    the recursion limit (msgspec would then keep events that orjson, and so the native scanner, reject)."""
+    return sys.getrecursionlimit() <= ORJSON_MAX_DEPTH
 
 
 def may_hold_huge_number(data: bytes) -> bool:

@@ -24,6 +24,7 @@ from perfspec.audit.fastpath import (
     EVENT_DECODER,
     Event,
     may_hold_huge_number,
+    refuses_what_orjson_refuses,
     release_scratch,
 )
 from perfspec.audit.parts import PartResult, PartWriter
@@ -269,7 +270,7 @@ class PartReader:
                 continue
             line_no, lines = block
             data = b"\n".join(lines)
-            fast = not may_hold_huge_number(data)
+            fast = refuses_what_orjson_refuses() and not may_hold_huge_number(data)
             utf8 = fast and (data.isascii() or all(map(_is_utf8, lines)))  # decoding per line: less memory
             del data
             if utf8:
