@@ -69,7 +69,9 @@ class CleanSettings(_Section):
     )
     dedupe: bool = Field(True, description="merge a request's stages into one row (latest stage kept)")
     workers: int = Field(
-        0, ge=0, description="parallel parse processes for large uncompressed JSON lines (0 = one per CPU)"
+        0,
+        ge=0,
+        description="processes parsing large JSON-lines files and encoding the output (0 = one per CPU)",
     )
     parallel_min_bytes: int = Field(64 * 1024 * 1024, gt=0, description="smaller files are read in-process")
     native: bool = Field(

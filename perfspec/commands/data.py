@@ -53,7 +53,8 @@ def clean_command(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Parse processes for large uncompressed JSON-lines files (0 = one per CPU, 1 = off)."
+            help="Processes parsing large uncompressed JSON-lines files and encoding events.parquet "
+            "(0 = one per CPU, 1 = this process only; the same output bytes with any number)."
         ),
     ] = None,
     dedupe: Annotated[
