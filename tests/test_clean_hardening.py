@@ -327,42 +327,38 @@ def test_a_helper_killed_midway_is_one_error_and_no_output(
     assert [p.name for p in (tmp_path / "out").iterdir()] == []
 
 
-def test_the_pass_two_helper_killed_is_one_error_and_no_output(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _kill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+
+
+def _fill(_pid: int) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize(
+    ("fate", "error", "hint"),
+    [(_kill, "killed by SIGKILL", "--workers 1"), (_fill, "No space left", "free some space")],
+    ids=["killed", "disk-full"],
+)
+def test_the_pass_two_helper_failing_is_one_error_and_no_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fate: Callable[[int], None], error: str, hint: str
 ) -> None:
-    """Pass 2's helper (the second half of the row groups) dies of SIGKILL: one error, nothing written."""
+    """Pass 2's helper (the second half of the row groups) dies of SIGKILL, or finds the disk full: one
+    error with its own hint, nothing written. Its one-line error reaches this process although
+    ``sys.stderr`` is not fd 2 here (pytest's capture; in a terminal, a progress display's proxy)."""
     parent, real_write = os.getpid(), vars(clean_module)["_write_row_groups"]
 
-    def write_or_die(*args: object) -> None:
+    def write_or_fail(*args: object) -> None:
         if os.getpid() != parent:
-            os.kill(os.getpid(), signal.SIGKILL)
+            fate(os.getpid())
         real_write(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(clean_module, "_write_row_groups", write_or_die)
+    monkeypatch.setattr(clean_module, "_write_row_groups", write_or_fail)
     log = _big_log(tmp_path / "audit.log", 2_000)
-    with pytest.raises(EnvironmentProblem, match="killed by SIGKILL") as info:
+    with pytest.raises(EnvironmentProblem, match=error) as info:
         clean_sources([log], tmp_path / "out", CleanSettings(workers=2, batch_rows=100))
-    assert "--workers 1" in (info.value.hint or "")
+    assert hint in (info.value.hint or "")
     assert [p.name for p in (tmp_path / "out").iterdir()] == []
-
-
-def test_a_full_disk_in_a_helper_is_reported_as_a_full_disk(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The helper's one-line error reaches this process although ``sys.stderr`` is not fd 2 here
-    (pytest's capture; a progress display's proxy in a terminal): the disk hint, not "helper failed"."""
-    parent, real_write = os.getpid(), vars(clean_module)["_write_row_groups"]
-
-    def write_or_fill(*args: object) -> None:
-        if os.getpid() != parent:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real_write(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(clean_module, "_write_row_groups", write_or_fill)
-    log = _big_log(tmp_path / "audit.log", 2_000)
-    with pytest.raises(EnvironmentProblem, match="No space left") as info:
-        clean_sources([log], tmp_path / "out", CleanSettings(workers=2, batch_rows=100))
-    assert "free some space" in (info.value.hint or "")
 
 
 def test_helpers_work_with_stdout_closed_and_sigchld_ignored(tmp_path: Path) -> None:
