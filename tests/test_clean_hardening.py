@@ -315,6 +315,7 @@ def test_a_helper_killed_midway_is_one_error_and_no_output(
     def run_or_die(request: dict) -> None:
         if os.getpid() != parent:  # the forked helper (it inherits this patch)
             os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.01)  # this process must not claim every range before the helper is scheduled
         real_run(request)
 
     monkeypatch.setattr(worker, "run", run_or_die)
@@ -416,6 +417,7 @@ def run(request):
     if os.getpid() != parent:
         Path({str(pids)!r}).write_text(str(os.getpid()))
         time.sleep(120)
+    time.sleep(0.5)  # this process must not claim every range before the helper is scheduled
 worker.run = run
 clean.JOB_BYTES = 4096
 settings = CleanSettings(workers=2, parallel_min_bytes=1024)
