@@ -21,7 +21,6 @@ import os
 import queue
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -357,28 +356,22 @@ def _clean_in_workers(
     mine: BaseException | None = None
     try:
         for _ in range(min(_workers(settings), len(ranges)) - 1):
-            helpers.append(_start_helper(payload=payload))
+            helpers.append(_started(lambda: Helper.cleaning(payload)))
         run_claimed(payload)
     except BaseException as error:  # every worker must end before the folder is removed
         mine = error
         for helper in helpers:
             helper.kill()
-    failures = []
-    write_failures = []
-    for helper in helpers:
-        code, err = helper.finish()
-        if code != 0 and mine is None:
-            tail = err.decode(errors="replace").strip().splitlines()[-3:]
-            if code == EXIT_WRITE_FAILED and tail:
-                write_failures.append(tail[-1].removeprefix("error: "))
-            failures.append(_exit_reason(code) + (f": {' | '.join(tail)}" if tail else ""))
+    ended = [_failure(*helper.finish()) for helper in helpers]  # every helper ends before the raise
     if mine is not None:
         raise mine
-    if write_failures:  # every worker has ended: none writes into the folder about to be removed
-        raise _write_problem(work_dir.parent, write_failures[0])
+    failures = [failure for failure in ended if failure is not None]
+    for disk_full, _ in failures:  # none writes into the folder about to be removed any more
+        if disk_full is not None:
+            raise _write_problem(work_dir.parent, disk_full)
     unfinished = [d for d in job_dirs if not (d / "result.json").exists()]
     if failures or unfinished:
-        detail = failures[0] if failures else f"{len(unfinished)} byte ranges were left unfinished"
+        detail = failures[0][1] if failures else f"{len(unfinished)} byte ranges were left unfinished"
         raise EnvironmentProblem(
             f"{source.display}: a parallel cleaning worker failed ({detail})",
             hint="re-run with --workers 1 to clean in one process",
@@ -386,12 +379,19 @@ def _clean_in_workers(
     return _collect_jobs(source, job_dirs, rejects)
 
 
-def _exit_reason(code: int) -> str:
-    """A helper's exit status in words: ``killed by SIGKILL`` rather than ``exit -9``."""
+def _failure(code: int, err: bytes) -> tuple[str | None, str] | None:
+    """How a helper ended, from its exit status and stderr: None when it succeeded; else (the reason of
+    a write that failed (a full disk) or None, the failure in words: ``killed by SIGKILL`` rather than
+    ``exit -9``, then its last lines)."""
+    if code == 0:
+        return None
+    tail = err.decode(errors="replace").strip().splitlines()[-3:]
+    disk_full = tail[-1].removeprefix("error: ") if code == EXIT_WRITE_FAILED and tail else None
+    reason = f"exit {code}"
     if code < 0:
         with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-code).name}"
-    return f"exit {code}"
+            reason = f"killed by {signal.Signals(-code).name}"
+    return disk_full, reason + (f": {' | '.join(tail)}" if tail else "")
 
 
 def _collect_jobs(
@@ -464,8 +464,8 @@ def _pass_two(
     target: Path,
     keep: np.ndarray | None,
     group_rows: int,
-    workers: int = 1,
-    work_dir: Path | None = None,
+    workers: int,
+    work_dir: Path,
 ) -> None:
     """The final ``events.parquet``: the kept rows of every part, in order, line numbers made absolute.
 
@@ -473,32 +473,31 @@ def _pass_two(
     file is the same bytes with any number of workers. With two workers or more (and fork), a helper
     process encodes the second half of the row groups into a file of its own while this one encodes
     the first half into ``target``; its row groups are then appended (``parquet_append``): the same
-    bytes as one writer, in about half the time.
+    bytes as one writer, a little sooner (0.77 -> 0.65 s at 1 GB: one process already kept ~1.5 cores busy).
     """
     kept = int(keep.sum()) if keep is not None else sum(p.rows for p in parts)
     groups = -(-kept // group_rows)
-    if workers < 2 or groups < 2 or work_dir is None or not CAN_FORK:
+    if workers < 2 or groups < 2 or not CAN_FORK:
         _write_row_groups(parts, target, keep, group_rows, 0, kept)
         return
     middle = groups // 2 * group_rows
     second = work_dir / "second-half.parquet"
-    helper = _start_helper(
-        work=lambda: writing_exit_code(
-            lambda: _write_row_groups(parts, second, keep, group_rows, middle, kept)
-        )
-    )
+
+    def write_second_half() -> int:  # in the forked helper
+        return writing_exit_code(lambda: _write_row_groups(parts, second, keep, group_rows, middle, kept))
+
+    helper = _started(lambda: Helper(write_second_half))
     try:
         _write_row_groups(parts, target, keep, group_rows, 0, middle)
     except BaseException:
         helper.kill()
         helper.finish()
         raise
-    code, err = helper.finish()
-    if code != 0:
-        tail = err.decode(errors="replace").strip().splitlines()[-3:]
-        if code == EXIT_WRITE_FAILED and tail:
-            raise _write_problem(work_dir.parent, tail[-1].removeprefix("error: "))
-        detail = _exit_reason(code) + (f": {' | '.join(tail)}" if tail else "")
+    failure = _failure(*helper.finish())
+    if failure is not None:
+        disk_full, detail = failure
+        if disk_full is not None:
+            raise _write_problem(work_dir.parent, disk_full)
         raise EnvironmentProblem(
             f"writing {EVENTS_FILE}: a helper process failed ({detail})",
             hint="re-run with --workers 1 to clean in one process",
@@ -513,11 +512,11 @@ def _pass_two(
     second.unlink()
 
 
-def _start_helper(payload: dict[str, Any] | None = None, work: Callable[[], int] | None = None) -> Helper:
-    """A helper process; one that cannot be started (no memory, no process slots) is an environment
+def _started(start: Callable[[], Helper]) -> Helper:
+    """``start()``; a helper that cannot be started (no memory, no process slots) is an environment
     problem with its own hint, not a disk one."""
     try:
-        return Helper(payload, work)
+        return start()
     except OSError as error:
         raise EnvironmentProblem(
             f"cannot start a helper process: {error.strerror or error}",
@@ -564,7 +563,7 @@ def _write_row_groups(
 
 
 def _row_groups(
-    parts: list[PartResult], keep: np.ndarray | None, group_rows: int, start: int = 0, stop: int | None = None
+    parts: list[PartResult], keep: np.ndarray | None, group_rows: int, start: int, stop: int
 ) -> Iterator[pa.Table]:
     """Kept rows ``start`` to ``stop`` of the parts, in order, as tables of exactly ``group_rows`` rows
     (the last fewer), each one contiguous chunk (the Parquet encoder then sees the same input however
@@ -573,7 +572,6 @@ def _row_groups(
     buffered = 0
     offset = 0  # rows of the parts so far (the index into ``keep``)
     seen = 0  # kept rows so far
-    stop = sys.maxsize if stop is None else stop
     for part in parts:
         if seen >= stop:
             break

@@ -175,9 +175,10 @@ def _footer(handle: BinaryIO) -> tuple[bytes, int]:
 
 
 class _Span:
-    """Where FileMetaData's num_rows value and row_groups list lie in a footer."""
+    """Where FileMetaData's num_rows value and row_groups list lie in a footer (``to_end``: also where
+    the list ends, which takes walking every row group)."""
 
-    def __init__(self, footer: bytes) -> None:
+    def __init__(self, footer: bytes, to_end: bool = True) -> None:
         walker = _Walker(footer)
         last = 0
         self.rows_at = -1
@@ -194,10 +195,11 @@ class _Span:
                 self.size, item = walker.list_header()
                 if item != _STRUCT or self.rows_at < 0:
                     raise ValueError("not a Parquet footer (row_groups not a list, or before num_rows)")
-                self.items_at = walker.at
-                for _ in range(self.size):
-                    walker.skip(_STRUCT)
-                self.list_end = walker.at
+                self.items_at = self.list_end = walker.at
+                if to_end:
+                    for _ in range(self.size):
+                        walker.skip(_STRUCT)
+                    self.list_end = walker.at
                 return
             else:
                 walker.skip(kind)
@@ -206,7 +208,7 @@ class _Span:
 def _moved_row_groups(footer: bytes, by: int, ordinals_from: int) -> tuple[bytes, int, int]:
     """The row groups of ``footer``, every offset moved ``by`` bytes and every ordinal ``ordinals_from``
     higher: (their bytes, their count, the file's rows)."""
-    span = _Span(footer)
+    span = _Span(footer, to_end=False)  # the row groups are walked once, below
     walker = _Walker(footer, span.items_at)
     out = bytearray()
     rewriter = _Rewriter(walker, out)

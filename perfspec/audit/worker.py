@@ -1,7 +1,7 @@
 """A parallel cleaning worker: pass 1 over one byte range of a large uncompressed JSON-lines file, or
 over one whole file of any format.
 
-Started by ``clean._clean_in_workers`` through ``start_helper``: forked on Linux (the child starts
+Started by ``clean._clean_in_workers`` as ``Helper.cleaning(payload)``: forked on Linux (the child starts
 working at once, with every module already imported: a spawned interpreter spends ~0.3 s of a core
 importing them), else run as ``python -m perfspec.audit.worker '<json request>'``. Either way it reports
 failures the same way: its exit status and the last lines of its stderr. Also called as
@@ -159,27 +159,20 @@ class Helper:
     """A helper process working beside this one: ``kill()``, then ``finish()`` -> (exit status, its
     stderr). The status reads as ``Popen.returncode`` does: negative for a signal.
 
-    ``Helper(payload)`` cleans ranges (``run_claimed``), forked where ``CAN_FORK``, else spawned as
-    ``python -m perfspec.audit.worker``; ``Helper(work=...)`` forks a child that runs ``work()`` and
-    exits with what it returns (only where ``CAN_FORK``)."""
+    ``Helper(work)`` forks a child that runs ``work()`` and exits with what it returns; where fork is
+    not the platform's way (``CAN_FORK``), it runs the command ``spawn`` instead (RuntimeError without
+    one)."""
 
-    def __init__(self, payload: dict | None = None, work: Callable[[], int] | None = None) -> None:
+    def __init__(self, work: Callable[[], int], spawn: list[str] | None = None) -> None:
         self.process: subprocess.Popen[bytes] | None = None
         self.pid = 0
-        if work is None:
-            if payload is None:
-                raise TypeError("Helper needs a payload or work")
-            if not CAN_FORK:
-                self.process = subprocess.Popen(  # stderr in a pipe, not a file: a full disk must not hide it
-                    [sys.executable, "-m", "perfspec.audit.worker", json.dumps(payload)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                )
-                return
-            work = functools.partial(_serve, payload)
-        elif not CAN_FORK:
-            raise RuntimeError("a Helper with work needs fork (Linux)")
+        if not CAN_FORK:
+            if spawn is None:
+                raise RuntimeError("this helper needs fork (Linux)")
+            self.process = subprocess.Popen(  # stderr in a pipe, not a file: a full disk must not hide it
+                spawn, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            return
         for stream in (sys.stdout, sys.stderr):  # nothing buffered here may be written twice (the child)
             if stream is not None:
                 with contextlib.suppress(Exception):
@@ -191,6 +184,12 @@ class Helper:
             _forked_child(work, read_end, write_end, parent)
         os.close(write_end)
         self.errors = read_end
+
+    @classmethod
+    def cleaning(cls, payload: dict) -> Helper:
+        """A helper cleaning the ranges of ``payload`` that nobody has claimed (``run_claimed``)."""
+        spawn = [sys.executable, "-m", "perfspec.audit.worker", json.dumps(payload)]
+        return cls(functools.partial(_serve, payload), spawn)
 
     def kill(self) -> None:
         if self.process is not None:
